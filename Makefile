@@ -1,0 +1,55 @@
+# Every target installs what it needs into .venv first, so each one works as the
+# first command typed on a fresh machine.
+
+PYTHON  ?= python3.11
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k fire -x"`.
+PYTEST_ARGS ?=
+# Board for `make bitstream`, e.g. `make bitstream BOARD=icebreaker`.
+BOARD   ?= icebreaker
+# Array geometry for `make sim`/`make bench` (rows x cols).
+ROWS    ?= 8
+COLS    ?= 16
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install test sim bench bitstream lint clean distclean help
+
+help:
+	@echo "make test       unit, golden-model and simulation tests (installs .venv first)"
+	@echo "make sim        all eight SqueezeNet 1.1 Fire modules in Verilator, bit-exact table"
+	@echo "make bench      cycle / utilization / simulator-speed benchmarks"
+	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|orangecrab-25f"
+	@echo "make lint       ruff"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,fpga]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+sim: $(STAMP)
+	$(PY) -m sim.run_fire --rows $(ROWS) --cols $(COLS)
+
+bench: $(STAMP)
+	$(PY) -m sim.bench --rows $(ROWS) --cols $(COLS)
+
+bitstream: $(STAMP)
+	$(PY) -m hw.boards.build $(BOARD)
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff
+	$(VENV)/bin/ruff check hw quant sw sim tests
+
+clean:
+	rm -rf sim_build build results .pytest_cache .hypothesis
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,336 @@
+"""The engine's contract with the host: configuration, register map, command set.
+
+This module is the single definition of everything the gateware, the host
+driver, the compiler and the golden model's ISA interpreter agree on. The
+gateware decodes the layouts below with ``amaranth.lib.data``; the host packs
+them with :func:`pack_command` (the same layouts, as integers).
+
+Memory model
+------------
+External memory is an array of *words* of ``rows`` bytes (one byte per
+input-channel lane of the systolic array). Activations, weights, commands and
+profiling records all live there; addresses are word addresses. The layout of
+tensors and weight blobs is in :mod:`hw.layout`.
+
+Commands
+--------
+A command is 64 bytes (``CMD_BITS`` = 512 bits, little-endian), stored at
+``CMD_ADDR + i * cmd_words``. The host writes ``CMD_ADDR`` and ``CMD_COUNT``
+and sets ``CTRL.START``; the engine runs the list and raises ``STATUS.DONE``,
+or stops at the first bad command with ``STATUS.ERROR``, the error code and
+``CMD_INDEX``, and is ready for the next start. See ``docs/ISA.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data, enum
+
+__all__ = [
+    "ENGINE_ID", "VERSION", "CMD_BITS", "CMD_BYTES", "EngineConfig",
+    "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
+    "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
+    "pack_command", "unpack_command", "PROFILE_RECORD_BYTES",
+]
+
+#: Identification register value: ASCII "KNDL".
+ENGINE_ID = 0x4B4E444C
+#: Bumped whenever the command set or the register map changes: (major, minor).
+VERSION = (1, 0)
+
+CMD_BITS = 512
+CMD_BYTES = CMD_BITS // 8
+
+# Field widths shared by the layouts and by the validation in the decoder.
+DIM_BITS = 12     # heights, widths, channel counts: up to 4095
+CB_BITS = 8       # channel blocks of `rows` channels: up to 255
+ADDR_BITS = 32    # external word addresses in commands (the engine checks them against mem_addr_bits)
+IBUF_ADDR_BITS = 16
+
+#: One profiling record per command: (cycles: u32, active cycles: u32), little-endian.
+PROFILE_RECORD_BYTES = 8
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Geometry of one engine instance.
+
+    Parameters
+    ----------
+    rows : int
+        Rows of the systolic array: input-channel lanes. Also the width in
+        bytes of an activation word and of the memory port. A power of two >= 2.
+    cols : int
+        Columns: output channels computed at once. A multiple of ``rows``.
+    ibuf_depth : int
+        Activation buffer depth in words (``rows`` bytes each).
+    acc_depth : int
+        Pixels per accumulator bank (two banks of ``acc_depth x cols`` int32):
+        the longest pixel run that shares one weight tile.
+    mem_addr_bits : int
+        Width of a word address on the memory port.
+    pool_max_cb : int
+        Most channel blocks a max-pool-on-load can handle (its line state).
+    """
+
+    rows: int = 8
+    cols: int = 16
+    ibuf_depth: int = 16384
+    acc_depth: int = 512
+    mem_addr_bits: int = 24
+    pool_max_cb: int = 64
+
+    def __post_init__(self):
+        if not (isinstance(self.rows, int) and self.rows >= 2 and _is_pow2(self.rows)):
+            raise ValueError(f"rows must be a power of two >= 2 (it is the memory word width in bytes), "
+                             f"got {self.rows!r}")
+        if not (isinstance(self.cols, int) and self.cols >= 2 and self.cols % self.rows == 0):
+            raise ValueError(f"cols must be a multiple of rows={self.rows}, got {self.cols!r}")
+        if not (_is_pow2(self.ibuf_depth) and 64 <= self.ibuf_depth <= 1 << IBUF_ADDR_BITS):
+            raise ValueError(f"ibuf_depth must be a power of two in [64, {1 << IBUF_ADDR_BITS}], "
+                             f"got {self.ibuf_depth!r}")
+        if not (_is_pow2(self.acc_depth) and 16 <= self.acc_depth <= 4096):
+            raise ValueError(f"acc_depth must be a power of two in [16, 4096], got {self.acc_depth!r}")
+        if not (8 <= self.mem_addr_bits <= ADDR_BITS):
+            raise ValueError(f"mem_addr_bits must be in [8, {ADDR_BITS}], got {self.mem_addr_bits!r}")
+        if not (_is_pow2(self.pool_max_cb) and 1 <= self.pool_max_cb <= 1 << CB_BITS):
+            raise ValueError(f"pool_max_cb must be a power of two in [1, 256], got {self.pool_max_cb!r}")
+
+    # Derived sizes, in memory words.
+    @property
+    def word_bytes(self) -> int:
+        return self.rows
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def cmd_words(self) -> int:
+        return CMD_BYTES // self.rows if self.rows <= CMD_BYTES else 1
+
+    @property
+    def tile_words(self) -> int:
+        """Words of one weight tile (rows x cols int8): one word per column."""
+        return self.cols
+
+    @property
+    def param_words(self) -> int:
+        """Words of one output-channel tile's parameters: bias, m0 (int32) and shift (int8) per channel."""
+        return 9 * self.cols // self.rows
+
+    @property
+    def profile_words(self) -> int:
+        return max(1, PROFILE_RECORD_BYTES // self.rows)
+
+    @property
+    def psum_bits(self) -> int:
+        """Width of a column's partial sum inside the array: ``rows`` int8 x int8 products."""
+        return 16 + max(1, math.ceil(math.log2(self.rows))) + 1
+
+    @property
+    def groups(self) -> int:
+        """Output words per pixel per output-channel tile."""
+        return self.cols // self.rows
+
+    def config_words(self) -> tuple[int, int, int]:
+        """The values of the CONFIG0..CONFIG2 registers: what the driver checks."""
+        c0 = self.rows | (self.cols << 8) | (self.mem_addr_bits << 16) | (int(math.log2(self.pool_max_cb)) << 24)
+        return c0, self.ibuf_depth, self.acc_depth
+
+    @classmethod
+    def from_config_words(cls, c0: int, c1: int, c2: int) -> EngineConfig:
+        return cls(rows=c0 & 0xFF, cols=(c0 >> 8) & 0xFF, mem_addr_bits=(c0 >> 16) & 0xFF,
+                   pool_max_cb=1 << ((c0 >> 24) & 0xFF), ibuf_depth=c1, acc_depth=c2)
+
+
+class Opcode(enum.Enum, shape=4):
+    """Command opcodes. 0 is deliberately unused: zeroed memory is an error, not a no-op."""
+
+    CONV = 1  # load a band (optionally max-pooled on the way in), convolve, write to memory
+    FIRE = 2  # load a band, squeeze 1x1 into the buffer, expand 1x1 and 3x3 into memory (concat)
+    POOL = 3  # load a band through the max-pool, write it to memory
+    GAP = 4   # load a tensor, average every channel over all pixels, write one pixel
+
+
+class ErrorCode(enum.Enum, shape=4):
+    NONE = 0
+    BAD_OPCODE = 1     # opcode not in Opcode
+    ZERO_SIZE = 2      # a height, width, row or channel count of zero
+    IBUF_OVERFLOW = 3  # a region does not fit the activation buffer (or two regions overlap)
+    BAD_KERNEL = 4     # kernel not 1..3, dilation 0
+    BAD_STRIDE = 5     # stride not 1 or 2
+    BAD_CHANNELS = 6   # channel counts that the layout cannot place (e.g. expand1x1 not a multiple of rows)
+    BAD_POOL = 7       # pool kernel not 2 or 3, padding >= kernel, or too many channel blocks
+    BAD_ADDRESS = 8    # an address beyond the memory port's reach
+    BAD_SHAPE = 9      # inconsistent shapes (e.g. a band with more output rows than input rows)
+
+
+class Reg(enum.IntEnum):
+    """Register map: 32-bit registers at word indices on the CSR bus."""
+
+    ID = 0          # R: ENGINE_ID
+    VERSION = 1     # R: major << 16 | minor
+    CONFIG0 = 2     # R: rows | cols << 8 | mem_addr_bits << 16 | log2(pool_max_cb) << 24
+    CONFIG1 = 3     # R: ibuf_depth (words)
+    CONFIG2 = 4     # R: acc_depth (pixels per bank)
+    CTRL = 5        # W: Ctrl bits (self-clearing strobes)
+    STATUS = 6      # R: Status
+    CMD_ADDR = 7    # RW: word address of the first command
+    CMD_COUNT = 8   # RW: number of commands to run
+    CMD_INDEX = 9   # R: index of the command running, or of the one that failed
+    PROF_ADDR = 10  # RW: word address for per-command profile records (when CTRL.PROFILE was set at START)
+    CYCLES = 11     # R: cycles since the last START (stops when the run ends)
+    ACTIVE = 12     # R: cycles in which an activation vector entered the array
+    SCRATCH = 13    # RW: free for the host (link tests)
+
+
+class Ctrl(enum.IntFlag):
+    START = 1 << 0    # run CMD_COUNT commands from CMD_ADDR (ignored while busy)
+    CLEAR = 1 << 1    # clear DONE and ERROR (and the error code)
+    PROFILE = 1 << 2  # with START: write one profile record per command at PROF_ADDR + i * profile_words
+
+
+class Status(enum.IntFlag):
+    BUSY = 1 << 0
+    DONE = 1 << 1
+    ERROR = 1 << 2
+    # bits 8..11: ErrorCode of the failing command
+
+    @staticmethod
+    def error_code(status: int) -> ErrorCode:
+        return ErrorCode((status >> 8) & 0xF)
+
+
+# --- command layouts ---------------------------------------------------------------------------
+
+#: The band load shared by every command: ``src_rows x src_w`` pixels of ``cb``
+#: words each, contiguous from ``src``, into the activation buffer at ``ibuf``;
+#: optionally max-pooled on the way in (stride 2, kernel ``pool_k``, the band's
+#: pooled row ``py`` covering source rows ``2*py - pool_pad_t ...``).
+LoadSpec = data.StructLayout({
+    "src": ADDR_BITS,
+    "src_rows": DIM_BITS,
+    "src_w": DIM_BITS,
+    "cb": CB_BITS,
+    "ibuf": IBUF_ADDR_BITS,
+    "pool": 1,
+    "pool_k": 2,
+    "pool_pad_t": 2,
+    "pool_pad_l": 2,
+})
+
+#: The per-convolution quantization constants that are per tensor (the
+#: per-channel ones, bias, m0 and shift, are in the weight blob).
+QuantSpec = data.StructLayout({
+    "zp_in": signed(8),    # fed for padded taps
+    "zp_out": signed(8),
+    "act_min": signed(8),  # clamp (ReLU: zp_out)
+    "act_max": signed(8),
+})
+
+ConvCmd = data.StructLayout({
+    "opcode": Opcode,
+    "load": LoadSpec,
+    "in_h": DIM_BITS,      # the tensor in the buffer (after pooling, if any)
+    "in_w": DIM_BITS,
+    "kh": 2, "kw": 2,      # 1..3
+    "sy": 2, "sx": 2,      # 1..2
+    "dil": 3,              # 1..7
+    "pad_t": signed(4),    # input row of output row 0, tap 0 is -pad_t (band-local)
+    "pad_l": 3,            # 0..7
+    "out_h": DIM_BITS,
+    "out_w": DIM_BITS,
+    "cout": DIM_BITS,
+    "quant": QuantSpec,
+    "wblob": ADDR_BITS,    # weight blob (hw.layout.pack_conv_blob)
+    "dst": ADDR_BITS,      # first output word (the band's first pixel, channel offset included)
+    "dst_pix": CB_BITS,    # words per output pixel in the destination tensor (concat placement)
+})
+
+FireCmd = data.StructLayout({
+    "opcode": Opcode,
+    "load": LoadSpec,
+    "in_h": DIM_BITS,      # squeeze rows in the buffer: out_h plus the halo rows
+    "in_w": DIM_BITS,
+    "halo_top": 1,         # 1 when the band has a row above it (not the image's first band)
+    "out_h": DIM_BITS,     # output rows of the band
+    "squeeze": DIM_BITS,   # channels
+    "expand1": DIM_BITS,   # channels, a multiple of rows
+    "expand3": DIM_BITS,   # channels
+    "sq_ibuf": IBUF_ADDR_BITS,  # where the squeeze output lives in the buffer
+    "zp_in": signed(8), "zp_sq": signed(8), "zp_out": signed(8),
+    "sq_min": signed(8), "sq_max": signed(8), "out_min": signed(8), "out_max": signed(8),
+    "w_sq": ADDR_BITS, "w_e1": ADDR_BITS, "w_e3": ADDR_BITS,
+    "dst": ADDR_BITS,      # first output word of the band; expand3 follows expand1 in each pixel
+})
+
+PoolCmd = data.StructLayout({
+    "opcode": Opcode,
+    "load": LoadSpec,      # load.pool must be 1
+    "out_h": DIM_BITS,
+    "out_w": DIM_BITS,
+    "dst": ADDR_BITS,
+    "dst_pix": CB_BITS,
+})
+
+GapCmd = data.StructLayout({
+    "opcode": Opcode,
+    "load": LoadSpec,      # load.pool must be 0; every loaded pixel is averaged
+    "m0": 32,              # requantization of sum(x - zp_in): s_in / (n * s_out)
+    "shift": 5,
+    "zp_in": signed(8),
+    "zp_out": signed(8),
+    "dst": ADDR_BITS,
+})
+
+COMMAND_LAYOUTS = {
+    Opcode.CONV: ConvCmd,
+    Opcode.FIRE: FireCmd,
+    Opcode.POOL: PoolCmd,
+    Opcode.GAP: GapCmd,
+}
+
+for _op, _layout in COMMAND_LAYOUTS.items():
+    assert _layout.size <= CMD_BITS, f"{_op.name} command is {_layout.size} bits, more than {CMD_BITS}"
+
+
+def _check_fits(layout, fields: dict, path=""):
+    for name, value in fields.items():
+        shape = layout[name].shape
+        if isinstance(value, dict):
+            _check_fits(shape, value, f"{path}{name}.")
+        elif isinstance(value, int) and not isinstance(value, enum.Enum):
+            shape = Shape.cast(shape)
+            lo, hi = (-(1 << (shape.width - 1)), 1 << (shape.width - 1)) if shape.signed else (0, 1 << shape.width)
+            if not lo <= value < hi:
+                raise ValueError(f"command field {path}{name}={value} does not fit {shape}")
+
+
+def pack_command(opcode: Opcode, **fields) -> bytes:
+    """Pack a command into its 64 little-endian bytes.
+
+    Every value is checked against its field's shape, so the host never sends
+    a silently truncated command. Fields left out are zero.
+    """
+    layout = COMMAND_LAYOUTS[opcode]
+    _check_fits(layout, fields)
+    value = layout.const({"opcode": opcode, **fields}).as_value().value
+    return value.to_bytes(CMD_BYTES, "little")
+
+
+def unpack_command(raw: bytes):
+    """Decode 64 command bytes into ``(Opcode, data.Const)`` (``(None, raw int)`` for a bad opcode)."""
+    value = int.from_bytes(raw[:CMD_BYTES], "little")
+    try:
+        op = Opcode(value & 0xF)
+    except ValueError:
+        return None, value
+    return op, COMMAND_LAYOUTS[op].from_bits(value & ((1 << COMMAND_LAYOUTS[op].size) - 1))
