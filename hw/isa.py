@@ -68,7 +68,7 @@ class EngineConfig:
         Rows of the systolic array: input-channel lanes. Also the width in
         bytes of an activation word and of the memory port. A power of two >= 2.
     cols : int
-        Columns: output channels computed at once. A multiple of ``rows``.
+        Columns: output channels computed at once. A power of two >= ``rows``.
     ibuf_depth : int
         Activation buffer depth in words (``rows`` bytes each).
     acc_depth : int
@@ -91,8 +91,9 @@ class EngineConfig:
         if not (isinstance(self.rows, int) and self.rows >= 2 and _is_pow2(self.rows)):
             raise ValueError(f"rows must be a power of two >= 2 (it is the memory word width in bytes), "
                              f"got {self.rows!r}")
-        if not (isinstance(self.cols, int) and self.cols >= 2 and self.cols % self.rows == 0):
-            raise ValueError(f"cols must be a multiple of rows={self.rows}, got {self.cols!r}")
+        if not (isinstance(self.cols, int) and _is_pow2(self.cols) and self.cols >= self.rows):
+            raise ValueError(f"cols must be a power of two >= rows={self.rows} (output tiles are addressed by "
+                             f"shifting), got {self.cols!r}")
         if not (_is_pow2(self.ibuf_depth) and 64 <= self.ibuf_depth <= 1 << IBUF_ADDR_BITS):
             raise ValueError(f"ibuf_depth must be a power of two in [64, {1 << IBUF_ADDR_BITS}], "
                              f"got {self.ibuf_depth!r}")

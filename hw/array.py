@@ -1,0 +1,123 @@
+"""The weight-stationary systolic array.
+
+Dataflow (see ``docs/ARCHITECTURE.md``): PE ``(r, c)`` holds the weight of
+input channel ``r`` of the current tile and output channel ``c``, in two
+buffers so that the next tile loads while this one computes. An activation
+vector (one pixel, ``rows`` input channels) enters on the left, row ``r``
+delayed by ``r`` cycles, and moves right one column per cycle together with
+the buffer select it was issued with; partial sums move down one row per cycle
+and leave the bottom, column ``c`` ``c`` cycles late, where they are
+realigned. One vector in per cycle gives one ``cols``-wide partial-sum vector
+out per cycle, ``latency`` cycles later.
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """``rows x cols`` int8 multiply-accumulate array.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry (>= 1 each).
+    psum_bits : int
+        Width of the column partial sums; must hold ``rows`` products of int8 x int8.
+
+    Ports
+    -----
+    a : In(ArrayLayout(signed(8), rows))
+        Activation vector presented in cycle ``t`` (all rows at once; the array skews it).
+    wsel : In(1)
+        Weight buffer used by this vector.
+    w_we, w_col, w_buf, w_data
+        Weight load: in a cycle with ``w_we``, column ``w_col`` of buffer
+        ``w_buf`` takes ``w_data[r]`` in row ``r``. Loading a buffer while a
+        vector that uses it is still inside the array is the caller's hazard.
+    psum : Out(ArrayLayout(signed(psum_bits), cols))
+        ``sum_r a[r] * w[r][c]`` of the vector presented ``latency`` cycles earlier.
+    """
+
+    def __init__(self, *, rows: int, cols: int, psum_bits: int):
+        if rows < 1 or cols < 1:
+            raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
+        if (1 << (psum_bits - 1)) < rows * (1 << 14):
+            raise ValueError(f"psum_bits={psum_bits} cannot hold {rows} int8 products")
+        self._rows, self._cols, self._psum_bits = rows, cols, psum_bits
+        vec = data.ArrayLayout(signed(8), rows)
+        super().__init__({
+            "a": In(vec),
+            "wsel": In(1),
+            "w_we": In(1),
+            "w_col": In(range(cols)),
+            "w_buf": In(1),
+            "w_data": In(vec),
+            "psum": Out(data.ArrayLayout(signed(psum_bits), cols)),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def latency(self):
+        """Cycles from a vector on ``a`` to its partial sums on ``psum``."""
+        return self._rows + self._cols
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+
+        # Input skew: row r sees the vector r cycles late.
+        a_in, s_in = [], []
+        for r in range(R):
+            a, s = self.a[r], self.wsel
+            for k in range(r):
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}")
+                s_d = Signal(name=f"skew_s_{r}_{k}")
+                m.d.sync += [a_d.eq(a), s_d.eq(s)]
+                a, s = a_d, s_d
+            a_in.append(a)
+            s_in.append(s)
+
+        psum_prev = [None] * C
+        for r in range(R):
+            a_left, s_left = a_in[r], s_in[r]
+            for c in range(C):
+                a_reg = Signal(signed(8), name=f"a_{r}_{c}")
+                s_reg = Signal(name=f"s_{r}_{c}")
+                w0 = Signal(signed(8), name=f"w0_{r}_{c}")
+                w1 = Signal(signed(8), name=f"w1_{r}_{c}")
+                p = Signal(signed(self._psum_bits), name=f"p_{r}_{c}")
+                m.d.sync += [a_reg.eq(a_left), s_reg.eq(s_left)]
+                with m.If(self.w_we & (self.w_col == c)):
+                    with m.If(self.w_buf):
+                        m.d.sync += w1.eq(self.w_data[r])
+                    with m.Else():
+                        m.d.sync += w0.eq(self.w_data[r])
+                w = Signal(signed(8), name=f"w_{r}_{c}")
+                m.d.comb += w.eq(w0)
+                with m.If(s_reg):
+                    m.d.comb += w.eq(w1)
+                prod = a_reg * w
+                m.d.sync += p.eq(prod if r == 0 else psum_prev[c] + prod)
+                psum_prev[c] = p
+                a_left, s_left = a_reg, s_reg
+
+        # Output de-skew: column c leaves c cycles after column 0.
+        for c in range(C):
+            v = psum_prev[c]
+            for k in range(C - 1 - c):
+                v_d = Signal(signed(self._psum_bits), name=f"deskew_{c}_{k}")
+                m.d.sync += v_d.eq(v)
+                v = v_d
+            m.d.comb += self.psum[c].eq(v)
+        return m
