@@ -135,6 +135,9 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         m0 //= 2
         exp += 1
     shift = -exp
+    if shift < 0:
+        # real rounded up to 1.0 at 31 bits: the largest representable multiplier is the closest.
+        return (1 << 31) - 1, 0
     if shift > MAX_SHIFT:
         # Below 2**-32 the output rounds to zero for any int32 accumulator up to 2**31.
         # Push the extra shift into the mantissa while it still holds bits.
