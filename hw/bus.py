@@ -5,13 +5,19 @@ Memory port (the engine is the initiator)
     ``rsp``: a stream of read data, one word per read request, in request
     order. The memory may hold ``req.ready`` low and answer any number of
     cycles late; the engine keeps at most a bounded number of reads in flight
-    and is always able to take their answers.
+    and is always able to take their answers. A write is complete when it is
+    accepted: a later read of the same word must return it (a memory with
+    posted writes must order them itself).
 
 CSR bus (the host side is the initiator)
     One 32-bit register per index (``hw.isa.Reg``). A write is ``w_stb`` with
     ``addr`` and ``w_data`` for one cycle. A read is ``r_stb`` with ``addr``
     for one cycle; ``r_data`` is valid on the following cycle. There is no
     wait state.
+
+Interrupt
+    ``irq`` is a level: high while ``STATUS`` has ``DONE`` or ``ERROR`` set,
+    low after ``CTRL.CLEAR`` or the next ``START``.
 """
 
 from amaranth.hdl import unsigned
@@ -51,6 +57,9 @@ class MemPortSignature(wiring.Signature):
     def __eq__(self, other):
         return (isinstance(other, MemPortSignature) and other.word_bytes == self.word_bytes
                 and other.addr_bits == self.addr_bits)
+
+    def __hash__(self):
+        return hash((MemPortSignature, self.word_bytes, self.addr_bits))
 
     def __repr__(self):
         return f"MemPortSignature({self.word_bytes}, {self.addr_bits})"
