@@ -33,7 +33,7 @@ __all__ = [
     "ENGINE_ID", "VERSION", "CMD_BITS", "CMD_BYTES", "EngineConfig",
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
-    "pack_command", "unpack_command", "PROFILE_RECORD_BYTES",
+    "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "check_command", "load_words",
 ]
 
 #: Identification register value: ASCII "KNDL".
@@ -88,12 +88,12 @@ class EngineConfig:
     pool_max_cb: int = 64
 
     def __post_init__(self):
-        if not (isinstance(self.rows, int) and self.rows >= 2 and _is_pow2(self.rows)):
-            raise ValueError(f"rows must be a power of two >= 2 (it is the memory word width in bytes), "
+        if not (isinstance(self.rows, int) and 2 <= self.rows <= 64 and _is_pow2(self.rows)):
+            raise ValueError(f"rows must be a power of two in [2, 64] (it is the memory word width in bytes), "
                              f"got {self.rows!r}")
-        if not (isinstance(self.cols, int) and _is_pow2(self.cols) and self.cols >= self.rows):
-            raise ValueError(f"cols must be a power of two >= rows={self.rows} (output tiles are addressed by "
-                             f"shifting), got {self.cols!r}")
+        if not (isinstance(self.cols, int) and _is_pow2(self.cols) and self.rows <= self.cols <= 128):
+            raise ValueError(f"cols must be a power of two in [rows={self.rows}, 128] (output tiles are "
+                             f"addressed by shifting), got {self.cols!r}")
         if not (_is_pow2(self.ibuf_depth) and 64 <= self.ibuf_depth <= 1 << IBUF_ADDR_BITS):
             raise ValueError(f"ibuf_depth must be a power of two in [64, {1 << IBUF_ADDR_BITS}], "
                              f"got {self.ibuf_depth!r}")
@@ -172,6 +172,7 @@ class ErrorCode(enum.Enum, shape=4):
     BAD_POOL = 7       # pool kernel not 2 or 3, padding >= kernel, or too many channel blocks
     BAD_ADDRESS = 8    # an address beyond the memory port's reach
     BAD_SHAPE = 9      # inconsistent shapes (e.g. a band with more output rows than input rows)
+    BAD_PIXEL_STRIDE = 10  # a pixel stride smaller than the pixel (src_pix or dst_pix < its blocks)
 
 
 class Reg(enum.IntEnum):
@@ -213,7 +214,8 @@ class Status(enum.IntFlag):
 # --- command layouts ---------------------------------------------------------------------------
 
 #: The band load shared by every command: ``src_rows x src_w`` pixels of ``cb``
-#: words each, contiguous from ``src``, into the activation buffer at ``ibuf``;
+#: words each (pixel ``p`` at ``src + p * src_pix``, which reads one part of a
+#: concatenated tensor), into the activation buffer at ``ibuf``;
 #: optionally max-pooled on the way in (stride 2, kernel ``pool_k``, the band's
 #: pooled row ``py`` covering source rows ``2*py - pool_pad_t ...``).
 LoadSpec = data.StructLayout({
@@ -221,6 +223,7 @@ LoadSpec = data.StructLayout({
     "src_rows": DIM_BITS,
     "src_w": DIM_BITS,
     "cb": CB_BITS,
+    "src_pix": CB_BITS,    # words from one source pixel to the next (0: cb, contiguous)
     "ibuf": IBUF_ADDR_BITS,
     "pool": 1,
     "pool_k": 2,
@@ -335,3 +338,85 @@ def unpack_command(raw: bytes):
     except ValueError:
         return None, value
     return op, COMMAND_LAYOUTS[op].from_bits(value & ((1 << COMMAND_LAYOUTS[op].size) - 1))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def load_words(op: Opcode, c) -> int:
+    """Words a command's band load writes into the activation buffer."""
+    ld = c.load
+    if not ld.pool:
+        return ld.src_rows * ld.src_w * ld.cb
+    h, w = (c.out_h, c.out_w) if op == Opcode.POOL else (c.in_h, c.in_w)
+    return h * w * ld.cb
+
+
+def check_command(config: EngineConfig, raw: bytes) -> ErrorCode:
+    """The error code the engine reports for a command (``ErrorCode.NONE`` when it runs).
+
+    This is the specification of the decoder's checks, in the order the
+    gateware applies them (``hw.engine.Engine._check``); the compiler runs it
+    on every command it emits, and a test compares it with the gateware on
+    random bad commands.
+    """
+    op, c = unpack_command(raw)
+    if op is None:
+        return ErrorCode.BAD_OPCODE
+    R, depth, A = config.rows, config.ibuf_depth, config.mem_addr_bits
+    ld = c.load
+
+    def addr_bad(a):
+        return (a >> A) != 0
+
+    if ld.src_rows == 0 or ld.src_w == 0 or ld.cb == 0:
+        return ErrorCode.ZERO_SIZE
+    pool_bad = ld.pool and (ld.pool_k not in (2, 3) or ld.pool_pad_t > 1 or ld.pool_pad_l > 1
+                            or ld.cb > config.pool_max_cb)
+    if pool_bad or (op == Opcode.POOL and not ld.pool) or (op == Opcode.GAP and ld.pool):
+        return ErrorCode.BAD_POOL
+    if ld.src_pix != 0 and ld.src_pix < ld.cb:
+        return ErrorCode.BAD_PIXEL_STRIDE
+    if addr_bad(ld.src):
+        return ErrorCode.BAD_ADDRESS
+    ld_end = ld.ibuf + load_words(op, c)
+    if ld_end > depth:
+        return ErrorCode.IBUF_OVERFLOW
+    if op == Opcode.CONV:
+        if 0 in (c.in_h, c.in_w, c.out_h, c.out_w, c.cout):
+            return ErrorCode.ZERO_SIZE
+        if 0 in (c.kh, c.kw, c.dil):
+            return ErrorCode.BAD_KERNEL
+        if c.sy in (0, 3) or c.sx in (0, 3):
+            return ErrorCode.BAD_STRIDE
+        if c.dst_pix < _cdiv(c.cout, R):
+            return ErrorCode.BAD_PIXEL_STRIDE
+        if not ld.pool and (c.in_h != ld.src_rows or c.in_w != ld.src_w):
+            return ErrorCode.BAD_SHAPE
+        if addr_bad(c.wblob) or addr_bad(c.dst):
+            return ErrorCode.BAD_ADDRESS
+    elif op == Opcode.FIRE:
+        if 0 in (c.in_h, c.in_w, c.out_h, c.squeeze, c.expand1, c.expand3):
+            return ErrorCode.ZERO_SIZE
+        if c.expand1 % R:
+            return ErrorCode.BAD_CHANNELS
+        if ((not ld.pool and (c.in_h != ld.src_rows or c.in_w != ld.src_w))
+                or c.out_h + c.halo_top > c.in_h or c.in_h > c.out_h + c.halo_top + 1):
+            return ErrorCode.BAD_SHAPE
+        sq_end = c.sq_ibuf + c.in_h * c.in_w * _cdiv(c.squeeze, R)
+        if sq_end > depth or (c.sq_ibuf < ld_end and sq_end > ld.ibuf):
+            return ErrorCode.IBUF_OVERFLOW
+        if addr_bad(c.w_sq) or addr_bad(c.w_e1) or addr_bad(c.w_e3) or addr_bad(c.dst):
+            return ErrorCode.BAD_ADDRESS
+    elif op == Opcode.POOL:
+        if c.out_h == 0 or c.out_w == 0:
+            return ErrorCode.ZERO_SIZE
+        if c.dst_pix < ld.cb:
+            return ErrorCode.BAD_PIXEL_STRIDE
+        if addr_bad(c.dst):
+            return ErrorCode.BAD_ADDRESS
+    elif op == Opcode.GAP:
+        if addr_bad(c.dst):
+            return ErrorCode.BAD_ADDRESS
+    return ErrorCode.NONE

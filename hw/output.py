@@ -78,9 +78,11 @@ class OutputPath(wiring.Component):
         # Credits: queue occupancy plus the vectors inside the requantizer.
         inflight = Signal(range(Requantizer.latency + 2))
         m.d.sync += inflight.eq(inflight + self.rq_valid - rq.o_valid)
+        # `ready` must not look at this cycle's valid (the producers' valid depends on it): keep room
+        # for the entry presented now and for a store's read that is one cycle in flight.
         occupied = Signal(range(self.DEPTH + Requantizer.latency + 4))
-        m.d.comb += occupied.eq(fifo.level + inflight + self.rq_valid + self.raw_valid)
-        m.d.comb += self.ready.eq(occupied < self.DEPTH - 1)
+        m.d.comb += occupied.eq(fifo.level + inflight)
+        m.d.comb += self.ready.eq(occupied < self.DEPTH - 3)
 
         w = data.View(entry, fifo.w_data)
         out_user = data.View(user, rq.o_user)

@@ -1,0 +1,146 @@
+"""Units that read the activation buffer out: the store (pooled bands to memory) and the global average pool."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from quant.arith import ACC_BITS
+
+from .isa import ADDR_BITS, CB_BITS, IBUF_ADDR_BITS, EngineConfig
+
+__all__ = ["StoreOp", "StoreUnit", "GapOp", "GapUnit"]
+
+StoreOp = data.StructLayout({
+    "src": IBUF_ADDR_BITS,
+    "n_pix": 24,
+    "cb": CB_BITS,
+    "dst": ADDR_BITS,
+    "dst_pix": CB_BITS,
+})
+
+GapOp = data.StructLayout({
+    "src": IBUF_ADDR_BITS,
+    "n_pix": 24,
+    "cb": CB_BITS,
+    "dst": ADDR_BITS,
+    "m0": 32,
+    "shift": 5,
+    "zp_in": signed(8),
+    "zp_out": signed(8),
+})
+
+
+class StoreUnit(wiring.Component):
+    """Copy ``n_pix`` pixels of ``cb`` words from the buffer to memory at ``dst + p * dst_pix + cb``.
+
+    Words go to the output path's raw port, one per cycle while it has credit.
+    """
+
+    def __init__(self, config: EngineConfig):
+        R = config.rows
+        super().__init__({
+            "op": In(StoreOp), "start": In(1), "busy": Out(1),
+            "ib_raddr": Out(IBUF_ADDR_BITS), "ib_ren": Out(1), "ib_rdata": In(8 * R),
+            "raw_valid": Out(1), "raw_addr": Out(ADDR_BITS), "raw_data": Out(8 * R), "raw_ready": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        op = Signal(StoreOp)
+        rd = Signal(IBUF_ADDR_BITS)
+        left = Signal(24)            # pixels still to read
+        cbi = Signal(CB_BITS)
+        pix_addr = Signal(ADDR_BITS)
+        pend = Signal()              # a read was issued last cycle: its word is presented now
+        pend_addr = Signal(ADDR_BITS)
+        m.d.comb += [self.raw_valid.eq(pend), self.raw_addr.eq(pend_addr), self.raw_data.eq(self.ib_rdata)]
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [op.eq(self.op), rd.eq(self.op.src), cbi.eq(0), pix_addr.eq(self.op.dst),
+                                 left.eq(self.op.n_pix)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                issue = (left != 0) & self.raw_ready
+                m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(issue)]
+                m.d.sync += pend.eq(issue)
+                with m.If(issue):
+                    m.d.sync += [rd.eq(rd + 1), pend_addr.eq(pix_addr + cbi)]
+                    with m.If(cbi == op.cb - 1):
+                        m.d.sync += [cbi.eq(0), pix_addr.eq(pix_addr + op.dst_pix), left.eq(left - 1)]
+                    with m.Else():
+                        m.d.sync += cbi.eq(cbi + 1)
+                with m.If((left == 0) & ~pend):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+class GapUnit(wiring.Component):
+    """Global average pool: for each channel block, ``sum_p (x - zp_in)`` over ``n_pix`` pixels, requantized.
+
+    The sums go to the output path's requantizer with one multiplier for all
+    lanes (``m0``, ``shift`` encode ``s_in / (n_pix * s_out)``), result to
+    memory at ``dst + cb``. Reads one word per cycle.
+    """
+
+    def __init__(self, config: EngineConfig):
+        R = config.rows
+        self._R = R
+        super().__init__({
+            "op": In(GapOp), "start": In(1), "busy": Out(1),
+            "ib_raddr": Out(IBUF_ADDR_BITS), "ib_ren": Out(1), "ib_rdata": In(8 * R),
+            "rq_valid": Out(1),
+            "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
+            "rq_m0": Out(data.ArrayLayout(signed(32), R)),
+            "rq_shift": Out(data.ArrayLayout(5, R)),
+            "rq_zp": Out(signed(8)), "rq_min": Out(signed(8)), "rq_max": Out(signed(8)),
+            "rq_addr": Out(ADDR_BITS),
+            "rq_ready": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self._R
+        op = Signal(GapOp)
+        cbi = Signal(CB_BITS)
+        p = Signal(24)
+        rd = Signal(IBUF_ADDR_BITS)
+        pend = Signal()
+        sums = Signal(data.ArrayLayout(signed(ACC_BITS), R))
+        first = Signal()
+
+        for k in range(R):
+            m.d.comb += [self.rq_acc[k].eq(sums[k]), self.rq_m0[k].eq(op.m0), self.rq_shift[k].eq(op.shift)]
+        m.d.comb += [self.rq_zp.eq(op.zp_out), self.rq_min.eq(-128), self.rq_max.eq(127),
+                     self.rq_addr.eq(op.dst + cbi)]
+
+        with m.If(pend):
+            for k in range(R):
+                x = self.ib_rdata[8 * k:8 * k + 8].as_signed() - op.zp_in
+                m.d.sync += sums[k].eq(Mux(first, x, sums[k] + x))
+        m.d.sync += pend.eq(0)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [op.eq(self.op), cbi.eq(0), p.eq(0), rd.eq(self.op.src)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(1)]
+                m.d.sync += [pend.eq(1), first.eq(p == 0),
+                             rd.eq(rd + op.cb), p.eq(p + 1)]
+                with m.If(p == op.n_pix - 1):
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.next = "EMIT"   # the last word is being added this cycle
+            with m.State("EMIT"):
+                with m.If(self.rq_ready):
+                    m.d.comb += self.rq_valid.eq(1)
+                    with m.If(cbi == op.cb - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [cbi.eq(cbi + 1), p.eq(0), rd.eq(op.src + cbi + 1)]
+                        m.next = "READ"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
