@@ -81,6 +81,8 @@ class ConvUnit(wiring.Component):
         Accumulator vectors to the output path, one ``rows``-wide group per cycle when ``rq_ready``.
     active : Out
         High in every cycle an activation vector with real data enters the array.
+    wait_weights, wait_bank : Out
+        The feeder is held: the next weight tile has not arrived / the pass's bank is still draining.
     """
 
     MIN_PASS = 2
@@ -109,6 +111,8 @@ class ConvUnit(wiring.Component):
             "rq_ibuf": Out(1),
             "rq_ready": In(1),
             "active": Out(1),
+            "wait_weights": Out(1),
+            "wait_bank": Out(1),
         })
 
     @property
@@ -264,6 +268,7 @@ class ConvUnit(wiring.Component):
                 m.next = "PASS_START"
 
             with m.State("PASS_START"):
+                m.d.comb += self.wait_bank.eq(~param_ok.bit_select(bank, 1))
                 with m.If(param_ok.bit_select(bank, 1)):
                     for b in range(2):
                         with m.If(bank == b):
@@ -282,6 +287,7 @@ class ConvUnit(wiring.Component):
 
             with m.State("ISSUE"):
                 can = (p != 0) | wready.bit_select(fpar, 1)
+                m.d.comb += self.wait_weights.eq(~can)
                 with m.If(can):
                     real = p < npass
                     last_kt = kt == n_kt - 1

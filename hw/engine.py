@@ -27,8 +27,8 @@ from .arbiter import MemArbiter
 from .bus import CsrSignature, MemPortSignature
 from .conv import ConvOp, ConvUnit
 from .isa import (
-    ADDR_BITS, CMD_BITS, ENGINE_ID, VERSION, ConvCmd, EngineConfig, ErrorCode, FireCmd, GapCmd, Opcode,
-    PoolCmd, Reg,
+    ADDR_BITS, CMD_BITS, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, ConvCmd, EngineConfig,
+    ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd, Reg,
 )
 from .load import LoadOp, LoadUnit
 from .output import OutputPath
@@ -179,16 +179,18 @@ class Engine(wiring.Component):
         fetch_got = Signal(range(cmd_words + 1))
         cmd_base = Signal(32)
 
-        # Profile record: (cycles, active) of the command, as words.
-        cmd_cycles = Signal(32)
-        cmd_active = Signal(32)
-        record = Signal(64)
-        m.d.comb += record.eq(Cat(cmd_cycles, cmd_active))
+        # Profile record of the command: one u32 counter per PROFILE_FIELDS entry, as words.
+        counters = {f: Signal(32, name=f"prof_{f}") for f in PROFILE_FIELDS}
+        record = Signal(8 * PROFILE_RECORD_BYTES)
+        m.d.comb += record.eq(Cat(*counters.values()))
         pwords = cfg.profile_words
         prof_i = Signal(range(pwords + 1))
-        m.d.sync += cmd_cycles.eq(cmd_cycles + 1)
-        with m.If(conv.active):
-            m.d.sync += cmd_active.eq(cmd_active + 1)
+        phase = {f: Signal(name=f"in_{f}") for f in ("load", "op0", "op1", "op2")}
+        counting = {"cycles": Const(1), "active": conv.active, "wait_weights": conv.wait_weights,
+                    "wait_bank": conv.wait_bank, **phase}
+        for f, sig in counters.items():
+            with m.If(counting[f]):
+                m.d.sync += sig.eq(sig + 1)
 
         # ---- validation arithmetic ------------------------------------------------------------
         m.submodules.mul = mul = SerialMultiplier(24, 12)
@@ -287,7 +289,7 @@ class Engine(wiring.Component):
                     m.d.sync += [st_busy.eq(0), st_done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [fetch_issued.eq(0), fetch_got.eq(0), cmd_cycles.eq(0), cmd_active.eq(0)]
+                    m.d.sync += [fetch_issued.eq(0), fetch_got.eq(0), *(c.eq(0) for c in counters.values())]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -348,6 +350,7 @@ class Engine(wiring.Component):
                     m.next = "LOAD"
 
             with m.State("LOAD"):
+                m.d.comb += phase["load"].eq(1)
                 with m.If(units_idle & ~load.start):
                     with m.Switch(opcode):
                         with m.Case(Opcode.CONV):
@@ -364,6 +367,14 @@ class Engine(wiring.Component):
                 m.d.comb += conv.start.eq(1)
                 m.next = "CONV_WAIT"
             with m.State("CONV_WAIT"):
+                # FIRE's stages 1, 2, 3 are op0, op1, op2; CONV's stage 0 is op0.
+                with m.Switch(conv_stage):
+                    with m.Case(0, 1):
+                        m.d.comb += phase["op0"].eq(1)
+                    with m.Case(2):
+                        m.d.comb += phase["op1"].eq(1)
+                    with m.Case(3):
+                        m.d.comb += phase["op2"].eq(1)
                 with m.If(units_idle):
                     with m.If((opcode == Opcode.FIRE) & (conv_stage != 3)):
                         m.d.sync += conv_stage.eq(conv_stage + 1)
@@ -377,6 +388,7 @@ class Engine(wiring.Component):
                 m.d.comb += gap.start.eq(1)
                 m.next = "WAIT"
             with m.State("WAIT"):
+                m.d.comb += phase["op0"].eq(1)
                 with m.If(units_idle):
                     m.next = "PROFILE"
 
@@ -391,7 +403,8 @@ class Engine(wiring.Component):
                              seq_mem.req.payload.addr.eq(prof_addr + cmd_index * pwords if pwords == 1
                                                          else prof_addr + (cmd_index << (pwords.bit_length() - 1))
                                                          + prof_i),
-                             seq_mem.req.payload.data.eq(record.word_select(prof_i, W) if W < 64 else record)]
+                             seq_mem.req.payload.data.eq(record.word_select(prof_i, W)
+                                                         if W < record.shape().width else record)]
                 with m.If(seq_mem.req.ready):
                     m.d.sync += prof_i.eq(prof_i + 1)
                     with m.If(prof_i == pwords - 1):

@@ -33,7 +33,7 @@ __all__ = [
     "ENGINE_ID", "VERSION", "CMD_BITS", "CMD_BYTES", "EngineConfig",
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
-    "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "check_command", "load_words",
+    "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
 ]
 
 #: Identification register value: ASCII "KNDL".
@@ -50,8 +50,19 @@ CB_BITS = 8       # channel blocks of `rows` channels: up to 255
 ADDR_BITS = 32    # external word addresses in commands (the engine checks them against mem_addr_bits)
 IBUF_ADDR_BITS = 16
 
-#: One profiling record per command: (cycles: u32, active cycles: u32), little-endian.
-PROFILE_RECORD_BYTES = 8
+#: The fields of the per-command profiling record, each a little-endian u32, in order:
+#: where a command's cycles went.
+PROFILE_FIELDS = (
+    "cycles",        # from the fetch of the command to the end of its last write
+    "active",        # cycles in which an activation vector entered the array
+    "load",          # cycles of the band load (and pool-on-load)
+    "op0",           # first micro-op after the load: CONV's convolution, FIRE's squeeze, POOL's store, GAP's average
+    "op1",           # FIRE's expand 1x1
+    "op2",           # FIRE's expand 3x3
+    "wait_weights",  # cycles the array idled for a weight tile that had not arrived
+    "wait_bank",     # cycles a pass waited for its accumulator bank to drain (or its parameters)
+)
+PROFILE_RECORD_BYTES = 4 * len(PROFILE_FIELDS)
 
 
 def _is_pow2(n: int) -> bool:

@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from hw.isa import (
-    CMD_BYTES, ENGINE_ID, VERSION, Ctrl, EngineConfig, ErrorCode, PROFILE_RECORD_BYTES, Reg, Status,
+    CMD_BYTES, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, Ctrl, EngineConfig, ErrorCode, Reg,
+    Status,
 )
 from sw.isa_exec import CommandError
 from sw.transport import Transport
@@ -32,7 +33,7 @@ class RunResult:
     commands: int
     cycles: int | None           # engine cycles of the run (None for backends without time)
     active: int | None           # cycles in which the array took a vector
-    profile: list[tuple[int, int]] | None  # (cycles, active) per command, when profiled
+    profile: list[dict[str, int]] | None  # hw.isa.PROFILE_FIELDS counters per command, when profiled
     wall_s: float
 
 
@@ -130,8 +131,8 @@ class Driver:
             pw = self.config.profile_words
             raw = self.t.read_mem(profile_addr, count * pw)
             rec = np.frombuffer(raw, dtype=np.uint8).reshape(count, pw * self.config.rows)[:, :PROFILE_RECORD_BYTES]
-            vals = rec.copy().view("<u4").reshape(count, 2)
-            profile = [(int(a), int(b)) for a, b in vals] if self.timed else None
+            vals = rec.copy().view("<u4").reshape(count, len(PROFILE_FIELDS))
+            profile = [dict(zip(PROFILE_FIELDS, map(int, v))) for v in vals] if self.timed else None
         return RunResult(status=status, commands=count, cycles=cycles, active=active, profile=profile, wall_s=wall)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw.isa import (
-    CMD_BYTES, EngineConfig, ErrorCode, Opcode, PROFILE_RECORD_BYTES, check_command, unpack_command,
+    CMD_BYTES, EngineConfig, ErrorCode, Opcode, check_command, unpack_command,
 )
 from hw.layout import cdiv, unpack_conv_blob
 from quant import golden
@@ -158,7 +158,5 @@ class IsaMachine:
                 return e.code, i
             if profile_addr is not None:
                 pw = self.cfg.profile_words
-                rec = np.zeros(pw * R, dtype=np.int8)
-                rec[:PROFILE_RECORD_BYTES] = 0
-                self.mem[profile_addr + i * pw:profile_addr + (i + 1) * pw] = rec.reshape(pw, R)
+                self.mem[profile_addr + i * pw:profile_addr + (i + 1) * pw] = 0
         return ErrorCode.NONE, count

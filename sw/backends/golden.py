@@ -72,7 +72,7 @@ class GoldenBackend(Transport):
         if code == ErrorCode.NONE:
             self._status = Status.DONE
         else:
-            self._status = Status.ERROR | (int(code) << 8)
+            self._status = Status.ERROR | (code.value << 8)
 
     def read_reg(self, reg) -> int:
         reg = Reg(reg)

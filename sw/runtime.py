@@ -1,0 +1,92 @@
+"""Running a compiled :class:`~sw.compiler.Program` through the driver, and the host's share of the network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from quant import golden
+from quant.graph import HostOp
+from sw.compiler import Program
+from sw.driver import Driver, RunResult
+
+__all__ = ["Session", "Inference"]
+
+
+@dataclasses.dataclass
+class Inference:
+    """One run: the int8 tensors the host read back, and the run's counters."""
+
+    tensors: dict[str, np.ndarray]
+    run: RunResult
+
+
+class Session:
+    """A program installed on an engine: weights written once, then any number of inferences.
+
+    Parameters
+    ----------
+    program : Program
+    driver : Driver
+        Its transport must reach at least ``program.mem_words`` words.
+    identify : bool
+        Check the engine's identification and configuration first (default).
+    """
+
+    def __init__(self, program: Program, driver: Driver, *, identify: bool = True):
+        self.program = program
+        self.driver = driver
+        if identify:
+            driver.identify()
+        for addr, words in program.blobs:
+            driver.write_words(addr, words)
+        driver.write_commands(program.cmd_addr, program.commands)
+
+    def run_int8(self, x_q: np.ndarray, *, profile: bool = True, timeout: float = 3600.0,
+                 read: list[str] | None = None, steps: tuple[int, int] | None = None) -> Inference:
+        """Run the whole program (or ``steps = (first, count)``) on the int8 input; read the outputs back.
+
+        ``read`` names more tensors to read (for layer-by-layer comparisons).
+        """
+        p = self.program
+        (inp,) = p.inputs
+        addr, words, pix = p.pack_tensor(inp, np.asarray(x_q).reshape(p.qgraph.tensors[inp].shape))
+        cb = words.shape[0] // (p.views[inp].h * p.views[inp].w)
+        if pix == cb:
+            self.driver.write_words(addr, words)
+        else:  # pragma: no cover - inputs are roots of their own
+            raise AssertionError("the input tensor is stored inside another")
+        first, count = steps if steps is not None else (0, len(p.steps))
+        res = self.driver.run(p.cmd_addr + first * p.config.cmd_words, count,
+                              profile_addr=p.prof_addr + first * p.config.profile_words if profile else None,
+                              timeout=timeout)
+        names = list(dict.fromkeys([*p.outputs, *(read or [])]))
+        tensors = {n: p.unpack_tensor(n, self.driver.read_words) for n in names}
+        return Inference(tensors=tensors, run=res)
+
+    def infer(self, x_float: torch.Tensor, **kw) -> tuple[list, Inference]:
+        """Quantize a float input, run the engine, finish the network on the host (float host ops).
+
+        Returns the graph outputs (as :func:`quant.golden.infer` does) and the :class:`Inference`.
+        """
+        p = self.program
+        g = p.qgraph
+        (inp,) = p.inputs
+        x_q = golden.quantize_input(x_float, g.qparams(inp))
+        inf = self.run_int8(x_q, **kw)
+        return host_finish(g, inf.tensors), inf
+
+
+def host_finish(qgraph, tensors: dict[str, np.ndarray]) -> list:
+    """Dequantize the engine's outputs and run the graph's host operations; return the graph outputs."""
+    values = {}
+    for name, q in tensors.items():
+        values[name] = torch.from_numpy(golden.dequantize(q, qgraph.qparams(name))).unsqueeze(0)
+    for node in qgraph.nodes:
+        if isinstance(node, HostOp):
+            values[node.name] = node.evaluate(values)
+        elif node.op == "flatten" and node.inputs[0] in values:
+            values[node.name] = values[node.inputs[0]].reshape(1, -1)
+    return [values[o] for o in qgraph.outputs]
