@@ -120,6 +120,10 @@ class Step:
     write_bytes: int
     band: tuple[int, int]  # (index, count)
     detail: str = ""
+    #: External memory the command reads and writes, as (word address, words) ranges (a strided access is
+    #: covered by its whole span). What a host must stage around the command on a board with little memory.
+    reads: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    writes: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -518,6 +522,17 @@ class _Compiler:
                     src_pix=0 if src.pix == cb else src.pix, ibuf=ibuf, **extra)
         return spec, (p_hi - p_lo) * src.w * cb
 
+    @staticmethod
+    def _load_span(load: dict) -> tuple[int, int]:
+        pix = load.get("src_pix") or load["cb"]
+        return load["src"], (load["src_rows"] * load["src_w"] - 1) * pix + load["cb"]
+
+    def _blob_span(self, addr: int) -> tuple[int, int]:
+        for a, words in self._blobs:
+            if a == addr:
+                return a, len(words)
+        raise AssertionError(addr)
+
     def _bands(self, layer: str, out_h: int, rows_for, budget_words: int, words_per_row: int, what: str):
         """Largest equal bands of output rows whose input fits ``budget_words``."""
         best = 0
@@ -601,6 +616,8 @@ class _Compiler:
                 layer=node.name, kind="conv", command=cmd, macs=n * macs_row,
                 read_bytes=R * (read_words + passes * blob_w) + CMD_BYTES,
                 write_bytes=R * n * w_out * cdiv(cout, R), band=(bi, len(bands)),
+                reads=[self._load_span(load), self._blob_span(wblob)],
+                writes=[(out.addr(oy0), (n * w_out - 1) * out.pix + cdiv(cout, R))],
                 detail=f"{node.kernel_size[0]}x{node.kernel_size[1]}/{sy} {node.weight.shape[1]}->{cout} "
                        f"{h_out}x{w_out}"
                        + (f" (+maxpool {pool.kernel[0]}x{pool.kernel[1]})" if pool is not None else "")
@@ -659,6 +676,8 @@ class _Compiler:
                 layer=f.concat, kind="fire", command=cmd, macs=n * macs_row,
                 read_bytes=R * (read_words + passes_sq * blob_w[0] + passes * (blob_w[1] + blob_w[2])) + CMD_BYTES,
                 write_bytes=R * n * w * out.pix, band=(bi, len(bands)),
+                reads=[self._load_span(load), *(self._blob_span(a) for a in (w_sq, w_e1, w_e3))],
+                writes=[(out.addr(oy0), n * w * out.pix)],
                 detail=f"{sq.in_channels}->{sq.out_channels}->{e1.out_channels}+{e3.out_channels} {h}x{w}"
                        + (f" (+maxpool {pool.kernel[0]}x{pool.kernel[1]})" if pool is not None else "")))
         if e1.zp_out != e3.zp_out or e1.act_min != e3.act_min or e1.act_max != e3.act_max:
@@ -681,7 +700,9 @@ class _Compiler:
             cmd = pack_command(Opcode.POOL, load=load, out_h=n, out_w=w_out, dst=out.addr(oy0), dst_pix=out.pix)
             steps.append(Step(layer=node.name, kind="pool", command=cmd, macs=0,
                               read_bytes=R * read_words + CMD_BYTES, write_bytes=R * n * w_out * cb,
-                              band=(bi, len(bands)), detail=f"maxpool {node.kernel[0]}x{node.kernel[1]}/2"))
+                              band=(bi, len(bands)), detail=f"maxpool {node.kernel[0]}x{node.kernel[1]}/2",
+                              reads=[self._load_span(load)],
+                              writes=[(out.addr(oy0), (n * w_out - 1) * out.pix + cb)]))
         return steps
 
     def _emit_gap(self, op: _Op) -> list[Step]:
@@ -704,7 +725,8 @@ class _Compiler:
                                zp_out=node.zp_out, dst=out.addr() + c0)
             steps.append(Step(layer=node.name, kind="gap", command=cmd, macs=0,
                               read_bytes=R * src.h * src.w * n + CMD_BYTES, write_bytes=R * n,
-                              band=(bi, len(chunks)), detail=f"global average {src.h}x{src.w}"))
+                              band=(bi, len(chunks)), detail=f"global average {src.h}x{src.w}",
+                              reads=[self._load_span(load)], writes=[(out.addr() + c0, n)]))
         if node.act_min != -128 or node.act_max != 127:
             raise CompileError(node.name, "a clamped global average pool (the engine's is unclamped)")
         return steps
