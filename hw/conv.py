@@ -132,7 +132,7 @@ class ConvUnit(wiring.Component):
         # ---- derived constants (SETUP) -------------------------------------------------------
         row_words = Signal(20)              # in_w * in_cb
         n_pix = Signal(2 * DIM_BITS)        # out_h * out_w
-        n_kt = Signal(12)                   # kh * kw * in_cb
+        n_kt = Signal(16)                   # kh * kw * in_cb
         dx = Signal(_AW)                    # dil * in_cb
         dy = Signal(_AW)                    # dil * row_words
         x0 = Signal(signed(_AW))            # -pad_l * in_cb
@@ -187,7 +187,7 @@ class ConvUnit(wiring.Component):
         pass_in_cot = Signal(2 * DIM_BITS)
         npass = Signal(range(P + 1))
         bank = Signal()
-        kt = Signal(12)
+        kt = Signal(16)
         ky = Signal(2)
         kx = Signal(2)
         cb = Signal(CB_BITS)

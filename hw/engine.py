@@ -27,7 +27,7 @@ from .arbiter import MemArbiter
 from .bus import CsrSignature, MemPortSignature
 from .conv import ConvOp, ConvUnit
 from .isa import (
-    ADDR_BITS, CMD_BITS, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, ConvCmd, EngineConfig,
+    ADDR_BITS, CB_BITS, CMD_BITS, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, ConvCmd, EngineConfig,
     ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd, Reg,
 )
 from .load import LoadOp, LoadUnit
@@ -214,9 +214,9 @@ class Engine(wiring.Component):
             ]
             return o
 
-        sq_cb = Signal(8)
-        e1_cb = Signal(8)
-        e3_cb = Signal(8)
+        sq_cb = Signal(CB_BITS)
+        e1_cb = Signal(CB_BITS)
+        e3_cb = Signal(CB_BITS)
         m.d.comb += [sq_cb.eq(_cdiv_pow2(fv.squeeze, R)), e1_cb.eq(_cdiv_pow2(fv.expand1, R)),
                      e3_cb.eq(_cdiv_pow2(fv.expand3, R))]
 

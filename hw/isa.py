@@ -46,7 +46,7 @@ CMD_BYTES = CMD_BITS // 8
 
 # Field widths shared by the layouts and by the validation in the decoder.
 DIM_BITS = 12     # heights, widths, channel counts: up to 4095
-CB_BITS = 8       # channel blocks of `rows` channels: up to 255
+CB_BITS = 12      # channel blocks of `rows` channels: up to 4095
 ADDR_BITS = 32    # external word addresses in commands (the engine checks them against mem_addr_bits)
 IBUF_ADDR_BITS = 16
 

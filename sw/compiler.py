@@ -124,6 +124,9 @@ class Step:
     #: covered by its whole span). What a host must stage around the command on a board with little memory.
     reads: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     writes: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    #: The stored tensors the command reads (before any fused pool) and the one it writes.
+    source: str = ""
+    output: str = ""
 
 
 @dataclasses.dataclass
@@ -267,7 +270,10 @@ class _Compiler:
     # -- graph -> ops ---------------------------------------------------------------------------
     def plan(self) -> list[_Op]:
         g, cfg = self.g, self.cfg
-        fires = {f.concat: f for f in g.fire_modules()}
+        # Fire modules whose smallest band (3 rows of input and squeeze output) fits the buffer run as one
+        # command per band; the others run as three convolutions through memory.
+        fires = {f.concat: f for f in g.fire_modules() if self._fire_fits(f)}
+        self.unfused_fires = [f.concat for f in g.fire_modules() if f.concat not in fires]
         fire_members = {n for f in fires.values() for n in (f.squeeze, f.expand1x1, f.expand3x3)}
         squeezes = {f.squeeze for f in fires.values()}
         for node in g.nodes:
@@ -330,6 +336,13 @@ class _Compiler:
             else:
                 raise CompileError(node.name, f"operation {type(node).__name__} is not supported by the engine")
         return ops
+
+    def _fire_fits(self, f) -> bool:
+        g, R = self.g, self.R
+        sq = g[f.squeeze]
+        cin, h, w = sq.in_shape
+        words_per_row = w * (cdiv(cin, R) + cdiv(sq.out_channels, R))
+        return min(3, h) * words_per_row <= self.cfg.ibuf_depth and g[f.expand1x1].out_channels % R == 0
 
     def _op_for_input(self, op: _Op) -> _Op:
         """Fuse a max pool that only this op reads into its load."""
@@ -479,15 +492,12 @@ class _Compiler:
         self._blob_top = blob_base
         self._blobs = []
         steps = []
+        emit = {"conv": self._emit_conv, "fire": self._emit_fire, "pool": self._emit_pool, "gap": self._emit_gap}
         for op in ops:
-            if op.kind == "conv":
-                steps += self._emit_conv(op)
-            elif op.kind == "fire":
-                steps += self._emit_fire(op)
-            elif op.kind == "pool":
-                steps += self._emit_pool(op)
-            elif op.kind == "gap":
-                steps += self._emit_gap(op)
+            new = emit[op.kind](op)
+            for st in new:
+                st.source, st.output = op.src, op.out
+            steps += new
         return steps, self._blobs
 
     def _blob(self, w_logical: np.ndarray, bias_eff, m0, shift, in_view: TensorView) -> int:
@@ -620,8 +630,8 @@ class _Compiler:
                 writes=[(out.addr(oy0), (n * w_out - 1) * out.pix + cdiv(cout, R))],
                 detail=f"{node.kernel_size[0]}x{node.kernel_size[1]}/{sy} {node.weight.shape[1]}->{cout} "
                        f"{h_out}x{w_out}"
-                       + (f" (+maxpool {pool.kernel[0]}x{pool.kernel[1]})" if pool is not None else "")
-                       + (" (input packed 2 pixels/word)" if packed else "")))
+                       + (f" +pool{pool.kernel[0]}x{pool.kernel[1]}" if pool is not None else "")
+                       + (" packed" if packed else "")))
         return steps
 
     def _emit_fire(self, op: _Op) -> list[Step]:
@@ -679,7 +689,7 @@ class _Compiler:
                 reads=[self._load_span(load), *(self._blob_span(a) for a in (w_sq, w_e1, w_e3))],
                 writes=[(out.addr(oy0), n * w * out.pix)],
                 detail=f"{sq.in_channels}->{sq.out_channels}->{e1.out_channels}+{e3.out_channels} {h}x{w}"
-                       + (f" (+maxpool {pool.kernel[0]}x{pool.kernel[1]})" if pool is not None else "")))
+                       + (f" +pool{pool.kernel[0]}x{pool.kernel[1]}" if pool is not None else "")))
         if e1.zp_out != e3.zp_out or e1.act_min != e3.act_min or e1.act_max != e3.act_max:
             raise CompileError(f.concat, "expand1x1 and expand3x3 must share the output quantization (concat)")
         return steps

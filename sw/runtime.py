@@ -90,3 +90,69 @@ def host_finish(qgraph, tensors: dict[str, np.ndarray]) -> list:
         elif node.op == "flatten" and node.inputs[0] in values:
             values[node.name] = values[node.inputs[0]].reshape(1, -1)
     return [values[o] for o in qgraph.outputs]
+
+
+@dataclasses.dataclass
+class LayerResult:
+    """One layer run on its own: exactness against the golden model and where its cycles went."""
+
+    layer: str
+    kind: str
+    detail: str
+    commands: int
+    macs: int
+    profile: dict[str, int]        # PROFILE_FIELDS summed over the layer's commands (empty without timing)
+    bit_exact: bool
+    mismatches: int
+    first_mismatches: list         # [(channel, y, x, engine, golden)]
+    read_bytes: int
+    write_bytes: int
+    wall_s: float
+
+    @property
+    def cycles(self) -> int:
+        return self.profile.get("cycles", 0)
+
+    def utilization(self, config) -> float:
+        return self.macs / (self.cycles * config.macs_per_cycle) if self.cycles else float("nan")
+
+
+def run_layer(session: Session, layer: str, tensors: dict[str, np.ndarray]) -> LayerResult:
+    """Run the commands of one layer with the golden model's input, and compare its output exactly.
+
+    ``tensors`` holds the golden model's int8 tensors (``quant.golden.run``); the layer's
+    stored input is written from it, so every layer is checked on real activations even when
+    run alone.
+    """
+    import time as _time
+
+    p = session.program
+    idx = p.layer_steps()[layer]
+    first, count = idx[0], len(idx)
+    assert idx == list(range(first, first + count)), f"{layer}: steps are not consecutive"
+    steps = [p.steps[i] for i in idx]
+    src, out = steps[0].source, steps[0].output
+    addr, words, pix = p.pack_tensor(src, tensors[src])
+    view = p.views[src]
+    cb = words.shape[0] // (view.h * view.w)
+    if pix == cb:
+        session.driver.write_words(addr, words)
+    else:  # a part of a concat: write pixel by pixel
+        for q in range(view.h * view.w):
+            session.driver.write_words(addr + q * pix, words[q * cb:(q + 1) * cb])
+    t0 = _time.monotonic()
+    res = session.driver.run(p.cmd_addr + first * p.config.cmd_words, count,
+                             profile_addr=p.prof_addr + first * p.config.profile_words)
+    wall = _time.monotonic() - t0
+    got = p.unpack_tensor(out, session.driver.read_words)
+    exp = tensors[out]
+    bad = np.argwhere(got != exp)
+    prof = {}
+    for rec in res.profile or []:
+        for k, v in rec.items():
+            prof[k] = prof.get(k, 0) + v
+    return LayerResult(
+        layer=layer, kind=steps[0].kind, detail=steps[0].detail, commands=count,
+        macs=sum(s.macs for s in steps), profile=prof, bit_exact=not len(bad), mismatches=len(bad),
+        first_mismatches=[(int(c), int(y), int(x), int(got[c, y, x]), int(exp[c, y, x])) for c, y, x in bad[:8]],
+        read_bytes=sum(s.read_bytes for s in steps), write_bytes=sum(s.write_bytes for s in steps), wall_s=wall)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Fire", "SqueezeNet11", "WEIGHTS_DIR", "CALIBRATION_KINDS", "squeezenet11_conv_paths",
+__all__ = ["Fire", "FIRE_LAYERS", "SqueezeNet11", "WEIGHTS_DIR", "CALIBRATION_KINDS", "squeezenet11_conv_paths",
            "load_squeezenet11", "calibration_batch", "quantize_squeezenet11"]
 
 #: Where the pretrained weights live, relative to the shared data directory.
@@ -30,6 +30,9 @@ _FIRES = {
     9: (256, 48, 192, 192), 10: (384, 48, 192, 192),
     11: (384, 64, 256, 256), 12: (512, 64, 256, 256),
 }
+
+#: fire2 .. fire9 (the paper's names) -> the concat node that ends each module in the captured graph.
+FIRE_LAYERS = {f"fire{n}": f"features.{i}.cat" for n, i in enumerate(sorted(_FIRES), start=2)}
 
 
 class Fire(nn.Module):

@@ -14,7 +14,7 @@ from sw.backends.golden import GoldenBackend
 from sw.driver import CommandError, Driver
 from sw.isa_exec import IsaMachine
 
-MEM_WORDS = 1 << 18
+MEM_WORDS = 1 << 20  # the VerilatorBackend default: every test and `make sim` share one build
 
 
 @dataclasses.dataclass
