@@ -156,3 +156,62 @@ def run_layer(session: Session, layer: str, tensors: dict[str, np.ndarray]) -> L
         macs=sum(s.macs for s in steps), profile=prof, bit_exact=not len(bad), mismatches=len(bad),
         first_mismatches=[(int(c), int(y), int(x), int(got[c, y, x]), int(exp[c, y, x])) for c, y, x in bad[:8]],
         read_bytes=sum(s.read_bytes for s in steps), write_bytes=sum(s.write_bytes for s in steps), wall_s=wall)
+
+
+@dataclasses.dataclass
+class NetworkRun:
+    """A whole network run layer by layer: outputs, per-command profile, per-layer exactness."""
+
+    tensors: dict[str, np.ndarray]       # the program's outputs (what the host reads)
+    profile: list[dict] | None           # per command, in program order (None without timing)
+    exact: dict[str, bool] | None        # layer output tensor -> equal to the reference
+    first_mismatch: dict[str, list]      # layer output tensor -> first mismatching values
+    cycles: int | None
+    wall_s: float
+
+
+def run_network(session: Session, x_q: np.ndarray, *, reference: dict[str, np.ndarray] | None = None,
+                progress: bool = False, desc: str = "engine", timeout: float = 3600.0) -> NetworkRun:
+    """Run the program one layer at a time, reading each layer's output as soon as it is written.
+
+    With ``reference`` (``quant.golden.run``'s tensors) every layer's output is compared with the
+    golden model's before a later layer can overwrite its memory. ``progress`` shows a bar.
+    """
+    import time as _time
+
+    from tqdm import tqdm
+
+    p = session.program
+    (inp,) = p.inputs
+    addr, words, _ = p.pack_tensor(inp, np.asarray(x_q).reshape(p.qgraph.tensors[inp].shape))
+    session.driver.write_words(addr, words)
+    layers = p.layer_steps()
+    profile = [] if session.driver.timed else None
+    exact = {} if reference is not None else None
+    first_bad = {}
+    cycles = 0 if session.driver.timed else None
+    t0 = _time.monotonic()
+    bar = tqdm(p.layer_order, desc=desc, unit="layer", disable=None if progress else True, leave=False)
+    for layer in bar:
+        idx = layers[layer]
+        first, count = idx[0], len(idx)
+        bar.set_postfix_str(layer[-24:])
+        res = session.driver.run(p.cmd_addr + first * p.config.cmd_words, count,
+                                 profile_addr=p.prof_addr + first * p.config.profile_words, timeout=timeout)
+        if profile is not None:
+            profile += res.profile
+            cycles += res.cycles
+        if reference is not None:
+            out = p.steps[first].output
+            got = p.unpack_tensor(out, session.driver.read_words)
+            ok = np.array_equal(got, reference[out])
+            exact[out] = ok
+            if not ok:
+                bad = np.argwhere(got != reference[out])[:8]
+                first_bad[out] = [(tuple(int(v) for v in b), int(got[tuple(b)]), int(reference[out][tuple(b)]))
+                                  for b in bad]
+    bar.close()
+    wall = _time.monotonic() - t0
+    tensors = {n: p.unpack_tensor(n, session.driver.read_words) for n in p.outputs}
+    return NetworkRun(tensors=tensors, profile=profile, exact=exact, first_mismatch=first_bad, cycles=cycles,
+                      wall_s=wall)

@@ -1,0 +1,204 @@
+"""The networks the project runs end to end, and how each one goes from a picture to an answer.
+
+For each network: the float model (written in sw/models, weights from
+../shared), its calibration set (never the pictures it is evaluated on), the
+quantized integer graph, the engine program, the host's pre- and
+post-processing. :class:`Runner` runs one on any backend:
+
+* ``golden``: the command list executed by the golden model (seconds);
+* ``verilator``: the engine's Verilog, cycle-accurate (minutes);
+* ``serial``: a board on a UART (``port=...``).
+
+Every engine layer's output can be compared with the golden model's as it is
+produced (``check=True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hw.isa import EngineConfig
+from quant import golden
+from sw.compiler import Program, compile_graph
+from sw.driver import Driver
+from sw.report import NetworkReport, network_report
+from sw.runtime import NetworkRun, Session, host_finish, run_network
+
+__all__ = ["NETWORKS", "Runner", "open_backend", "quantized", "calibration"]
+
+NETWORKS = {
+    "squeezenet": "SqueezeNet 1.1 (ImageNet classifier, 224x224)",
+    "rfsong": "RFSong-779 (RFB-lite SSD person detector, 300x300)",
+    "faster_rcnn": "SqueezeNet 1.1 + Faster R-CNN (RPN and R-CNN head seeded random)",
+}
+
+#: Faster R-CNN input: short side of the picture (600 in the paper; smaller keeps Verilator runs short).
+FRCNN_SHORT_SIDE = 224
+FRCNN_MAX_SIDE = 400
+#: Proposals sent to the R-CNN head on the engine.
+FRCNN_PROPOSALS = 8
+
+
+@functools.cache
+def _rfsong_float():
+    from sw.models.rfsong import load_rfsong779
+
+    return load_rfsong779()
+
+
+@functools.cache
+def _frcnn_float():
+    from sw.models.faster_rcnn import build_faster_rcnn
+
+    return build_faster_rcnn()
+
+
+def calibration(name: str, kind: str = "default") -> torch.Tensor:
+    """The calibration batch of a network (disjoint from the pictures the tests evaluate on)."""
+    from sw.preprocess import ssd_preprocess
+    from sw.shared import require_shared
+
+    if name == "squeezenet":
+        from sw.models.squeezenet import calibration_batch
+
+        return calibration_batch("imagenet" if kind == "default" else kind)
+    if name == "rfsong":
+        # The two photographs without people (the people_* pictures are the evaluation set), and mirrors.
+        xs = []
+        for n in ("images/coco_cat.jpg", "images/coco_dog.jpg"):
+            x, _ = ssd_preprocess(require_shared(n))
+            xs += [x, x.flip(3)]
+        return torch.cat(xs)
+    raise ValueError(f"no calibration set for {name!r}")
+
+
+@functools.cache
+def quantized(name: str, kind: str = "default"):
+    """The quantized integer graph of a network (cached for the process)."""
+    from quant.quantize import quantize_model
+
+    if name == "squeezenet":
+        from sw.models.squeezenet import quantize_squeezenet11
+
+        return quantize_squeezenet11("imagenet" if kind == "default" else kind)
+    if name == "rfsong":
+        eng = _rfsong_float().engine_module().eval()
+        return quantize_model(eng, calibration("rfsong"), (3, 300, 300))
+    raise ValueError(f"unknown network {name!r}; choose from {list(NETWORKS)}")
+
+
+def open_backend(backend: str, config: EngineConfig, mem_words: int, *, port: str | None = None,
+                 stalls: float = 0.0, verbose: bool = False):
+    """A transport to an engine of this configuration."""
+    if backend == "golden":
+        from sw.backends.golden import GoldenBackend
+
+        return GoldenBackend(config, mem_words=mem_words)
+    if backend == "verilator":
+        from hw.engine import Engine
+        from sw.backends.verilator import VerilatorBackend
+
+        return VerilatorBackend(Engine, config, mem_words=max(1 << 20, 1 << (mem_words - 1).bit_length()),
+                                stalls=stalls, verbose=verbose)
+    if backend == "serial":
+        if port is None:
+            raise ValueError("the serial backend needs --port")
+        from sw.backends.serial import SerialBackend
+
+        return SerialBackend(port, config)
+    raise ValueError(f"unknown backend {backend!r} (golden, verilator, serial)")
+
+
+@dataclasses.dataclass
+class Result:
+    """What one picture gave: the network outputs, the run, and the per-layer report."""
+
+    outputs: list
+    run: NetworkRun
+    report: NetworkReport
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+class Runner:
+    """One network compiled for one engine, on one backend.
+
+    Parameters
+    ----------
+    network : str
+        A key of :data:`NETWORKS` (``faster_rcnn`` has its own :class:`FasterRCNNRunner`).
+    backend : str
+        ``golden``, ``verilator`` or ``serial``.
+    config : EngineConfig
+    check : bool
+        Also run the golden model and compare every engine layer with it.
+    clock_mhz : float
+        Clock for frames-per-second figures.
+    """
+
+    def __init__(self, network: str, backend: str = "golden", config: EngineConfig | None = None, *,
+                 check: bool = True, clock_mhz: float = 100.0, port: str | None = None, kind: str = "default",
+                 progress: bool = True, qgraph=None, stalls: float = 0.0):
+        self.network = network
+        self.backend = backend
+        self.config = config or EngineConfig()
+        self.check = check
+        self.clock_mhz = clock_mhz
+        self.progress = progress
+        self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
+        self.program: Program = compile_graph(self.qgraph, self.config)
+        self.transport = open_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
+        self.session = Session(self.program, Driver(self.transport, self.config, timed=backend != "golden"))
+
+    def close(self):
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run_float(self, x: torch.Tensor) -> Result:
+        """Quantize ``x``, run the engine layer by layer, finish on the host."""
+        g = self.qgraph
+        x_q = golden.quantize_input(x, g.qparams(g.inputs[0]))
+        reference = golden.run(g, x_q) if self.check else None
+        t0 = time.monotonic()
+        run = run_network(self.session, x_q, reference=reference, progress=self.progress, desc=self.network)
+        wall = time.monotonic() - t0
+        outputs = host_finish(g, run.tensors)
+        rep = network_report(self.program, run.profile, network=self.network, backend=self.backend, wall_s=wall,
+                             cycles=run.cycles, clock_mhz=self.clock_mhz, exact=run.exact)
+        return Result(outputs=outputs, run=run, report=rep)
+
+
+def classify(runner: Runner, image: str | Path, top: int = 5) -> tuple[Result, list[tuple[int, str, float]]]:
+    """SqueezeNet on a picture (ImageNet preprocessing) or on a ``.npy`` input fed as it is."""
+    from sw.shared import imagenet_labels, imagenet_preprocess
+
+    path = Path(image)
+    x = torch.from_numpy(np.load(path)).float() if path.suffix == ".npy" else imagenet_preprocess(path)
+    res = runner.run_float(x)
+    logits = res.outputs[0].reshape(-1)
+    prob = torch.softmax(logits.double(), 0)
+    labels = imagenet_labels()
+    order = torch.argsort(prob, descending=True)[:top]
+    return res, [(int(i), labels[int(i)], float(prob[i])) for i in order]
+
+
+def detect(runner: Runner, image: str | Path):
+    """RFSong-779 on a picture: detections in picture pixels."""
+    from sw.detect import ssd_postprocess
+    from sw.models.rfsong import flatten_heads
+    from sw.preprocess import ssd_preprocess
+
+    x, size = ssd_preprocess(image)
+    res = runner.run_float(x)
+    loc, conf = flatten_heads([o.numpy() for o in res.outputs])
+    return res, ssd_postprocess(loc, conf, size)
