@@ -280,7 +280,7 @@ class ConvUnit(wiring.Component):
                     m.d.sync += [
                         bank_busy.bit_select(bank, 1).eq(1),
                         kt.eq(0), ky.eq(0), kx.eq(0), cb.eq(0),
-                        tky.eq(-op.pad_t), tkx.eq(-op.pad_l.as_signed()),
+                        tky.eq(-op.pad_t), tkx.eq(-op.pad_l),
                         y_off.eq(y0), x_off.eq(x0), p.eq(0),
                     ]
                     m.next = "ISSUE"
@@ -315,7 +315,7 @@ class ConvUnit(wiring.Component):
                             with m.If(cb == op.in_cb - 1):
                                 m.d.sync += cb.eq(0)
                                 with m.If(kx == op.kw - 1):
-                                    m.d.sync += [kx.eq(0), tkx.eq(-op.pad_l.as_signed()), x_off.eq(x0),
+                                    m.d.sync += [kx.eq(0), tkx.eq(-op.pad_l), x_off.eq(x0),
                                                  ky.eq(ky + 1), tky.eq(tky + op.dil), y_off.eq(y_off + dy)]
                                 with m.Else():
                                     m.d.sync += [kx.eq(kx + 1), tkx.eq(tkx + op.dil), x_off.eq(x_off + dx)]
