@@ -117,6 +117,19 @@ class LayerResult:
         return self.macs / (self.cycles * config.macs_per_cycle) if self.cycles else float("nan")
 
 
+def write_tensor(session: Session, name: str, x: np.ndarray) -> None:
+    """Place an int8 ``(C, H, W)`` tensor where the program keeps it (pixel by pixel inside a concat)."""
+    p = session.program
+    addr, words, pix = p.pack_tensor(name, x)
+    view = p.views[name]
+    cb = words.shape[0] // (view.h * view.w)
+    if pix == cb:
+        session.driver.write_words(addr, words)
+    else:
+        for q in range(view.h * view.w):
+            session.driver.write_words(addr + q * pix, words[q * cb:(q + 1) * cb])
+
+
 def run_layer(session: Session, layer: str, tensors: dict[str, np.ndarray]) -> LayerResult:
     """Run the commands of one layer with the golden model's input, and compare its output exactly.
 
@@ -132,14 +145,11 @@ def run_layer(session: Session, layer: str, tensors: dict[str, np.ndarray]) -> L
     assert idx == list(range(first, first + count)), f"{layer}: steps are not consecutive"
     steps = [p.steps[i] for i in idx]
     src, out = steps[0].source, steps[0].output
-    addr, words, pix = p.pack_tensor(src, tensors[src])
-    view = p.views[src]
-    cb = words.shape[0] // (view.h * view.w)
-    if pix == cb:
-        session.driver.write_words(addr, words)
-    else:  # a part of a concat: write pixel by pixel
-        for q in range(view.h * view.w):
-            session.driver.write_words(addr + q * pix, words[q * cb:(q + 1) * cb])
+    # The stored input: the tensor itself, or every part of it (a residual add's two halves).
+    parts = [src] if src in tensors else [n for n, v in p.views.items()
+                                          if v.root is p.views[src].root and n in tensors and n != out]
+    for name in parts:
+        write_tensor(session, name, tensors[name])
     t0 = _time.monotonic()
     res = session.driver.run(p.cmd_addr + first * p.config.cmd_words, count,
                              profile_addr=p.prof_addr + first * p.config.profile_words)
