@@ -1,0 +1,65 @@
+"""`make bench`: cycles, MAC utilization and simulator speed, for docs/BENCHMARKS.md.
+
+1. SqueezeNet 1.1's eight Fire modules, each alone at its real size (as `make sim`).
+2. Whole SqueezeNet 1.1 on coco_cat.jpg: per-layer table, every layer checked against the golden model.
+3. Whole RFSong-779 on people_1.jpg (same), unless --skip-rfsong.
+
+Per-layer reports go to results/<network>.{csv,json,png}. Everything runs in
+Verilator on the configured array; frames per second are at --clock MHz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+
+import torch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--cols", type=int, default=16)
+    ap.add_argument("--clock", type=float, default=100.0, help="MHz, for frames per second")
+    ap.add_argument("--skip-rfsong", action="store_true")
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+
+    from hw.isa import EngineConfig
+    from sim import run_fire
+    from sw.networks import Runner
+    from sw.preprocess import ssd_preprocess
+    from sw.shared import imagenet_preprocess, require_shared
+
+    cfg = EngineConfig(rows=args.rows, cols=args.cols)
+    print(f"kindling benchmarks, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}")
+    print(f"configuration: {cfg}")
+    print()
+    print("== 1. SqueezeNet 1.1 Fire modules, each alone (make sim) ==", flush=True)
+    rc = run_fire.main(["--rows", str(args.rows), "--cols", str(args.cols)])
+    ok = rc == 0
+    runs = [("squeezenet", imagenet_preprocess(require_shared("images/coco_cat.jpg")), "coco_cat.jpg")]
+    if not args.skip_rfsong:
+        runs.append(("rfsong", ssd_preprocess(require_shared("images/people_1.jpg"))[0], "people_1.jpg"))
+    for i, (net, x, image) in enumerate(runs, start=2):
+        print()
+        print(f"== {i}. whole {net} on {image}, every layer checked against the golden model ==", flush=True)
+        t0 = time.monotonic()
+        with Runner(net, "verilator", cfg, check=True, clock_mhz=args.clock) as r:
+            res = r.run_float(x)
+            sim_report = r.transport.report()
+        print(res.report.table())
+        print(f"simulator: {sim_report}; total wall time with setup {time.monotonic() - t0:.1f} s")
+        for p in res.report.save(f"{args.out}/{net}"):
+            print(f"wrote {p}")
+        ok &= res.report.bit_exact is True
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
