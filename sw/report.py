@@ -134,7 +134,7 @@ class NetworkReport:
                      f"({self.config.rows}x{self.config.cols} array)")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
