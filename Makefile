@@ -15,12 +15,13 @@ COLS    ?= 16
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test sim bench bitstream lint clean distclean help
+.PHONY: install test test-slow sim bench bitstream lint clean distclean help
 
 help:
 	@echo "make test       unit, golden-model and simulation tests (installs .venv first)"
 	@echo "make sim        all eight SqueezeNet 1.1 Fire modules in Verilator, bit-exact table"
 	@echo "make bench      cycle / utilization / simulator-speed benchmarks"
+	@echo "make test-slow  the long simulations (whole detectors on every picture, full-size link run)"
 	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|orangecrab-25f"
 	@echo "make lint       ruff"
 
@@ -34,6 +35,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 sim: $(STAMP)
 	$(PY) -m sim.run_fire --rows $(ROWS) --cols $(COLS)
