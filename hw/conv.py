@@ -20,7 +20,7 @@ pixel. The first vector reaches the accumulators ``FEED_LATENCY + rows + cols``
 cycles after issue.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -224,22 +224,19 @@ class ConvUnit(wiring.Component):
         draining = Signal()  # the drain FSM is busy (used for the unit's busy/finish)
 
         with m.FSM(name="feed") as feed_fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += op.eq(self.op)
-                    m.next = "SETUP0"
+            with m.State("IDLE"), m.If(self.start):
+                m.d.sync += op.eq(self.op)
+                m.next = "SETUP0"
             with m.State("SETUP0"):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(op.in_w), mul.b.eq(op.in_cb)]
                 m.next = "SETUP1"
-            with m.State("SETUP1"):
-                with m.If(mul.done):
-                    m.d.sync += row_words.eq(mul.p)
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_h), mul.b.eq(op.out_w)]
-                    m.next = "SETUP2"
-            with m.State("SETUP2"):
-                with m.If(mul.done):
-                    m.d.sync += n_pix.eq(mul.p)
-                    m.next = "SETUP3"
+            with m.State("SETUP1"), m.If(mul.done):
+                m.d.sync += row_words.eq(mul.p)
+                m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_h), mul.b.eq(op.out_w)]
+                m.next = "SETUP2"
+            with m.State("SETUP2"), m.If(mul.done):
+                m.d.sync += n_pix.eq(mul.p)
+                m.next = "SETUP3"
             with m.State("SETUP3"):
                 khkw = small_mul(op.kh, op.kw, 2)
                 nkt = small_mul(op.in_cb, khkw, 4)
@@ -487,13 +484,12 @@ class ConvUnit(wiring.Component):
                      self.rq_addr.eq(out_pix + d_g), self.rq_ibuf.eq(op.dst_ibuf)]
 
         with m.FSM(name="drain") as drain_fsm:
-            with m.State("IDLE"):
-                with m.If(bank_full.bit_select(dbank, 1)):
-                    m.d.comb += [d_read.eq(1), d_read_addr.eq(0)]
-                    m.d.sync += [d_p.eq(0), d_g.eq(0)]
-                    with m.If(dsel.first):
-                        m.d.sync += out_pix.eq(op.dst + (dsel.cot << log2G))
-                    m.next = "RUN"
+            with m.State("IDLE"), m.If(bank_full.bit_select(dbank, 1)):
+                m.d.comb += [d_read.eq(1), d_read_addr.eq(0)]
+                m.d.sync += [d_p.eq(0), d_g.eq(0)]
+                with m.If(dsel.first):
+                    m.d.sync += out_pix.eq(op.dst + (dsel.cot << log2G))
+                m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += d_state_run.eq(1)
                 with m.If(self.rq_ready):

@@ -27,12 +27,24 @@ from .arbiter import MemArbiter
 from .bus import CsrSignature, MemPortSignature
 from .conv import ConvOp, ConvUnit
 from .isa import (
-    ADDR_BITS, CB_BITS, CMD_BITS, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, ConvCmd, EngineConfig,
-    ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd, Reg,
+    CB_BITS,
+    CMD_BITS,
+    ENGINE_ID,
+    PROFILE_FIELDS,
+    PROFILE_RECORD_BYTES,
+    VERSION,
+    ConvCmd,
+    EngineConfig,
+    ErrorCode,
+    FireCmd,
+    GapCmd,
+    Opcode,
+    PoolCmd,
+    Reg,
 )
 from .load import LoadOp, LoadUnit
 from .output import OutputPath
-from .readout import GapOp, GapUnit, StoreOp, StoreUnit
+from .readout import GapUnit, StoreUnit
 from .util import SerialMultiplier
 
 __all__ = ["Engine"]
@@ -53,7 +65,8 @@ class Engine(wiring.Component):
     ``irq`` is high while STATUS has DONE or ERROR set.
     """
 
-    def __init__(self, config: EngineConfig = EngineConfig()):
+    def __init__(self, config: EngineConfig | None = None):
+        config = EngineConfig() if config is None else config
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, got {config!r}")
         if config.rows > 64:
@@ -150,14 +163,13 @@ class Engine(wiring.Component):
                 for reg, value in reg_values.items():
                     with m.Case(int(reg)):
                         m.d.sync += self.csr.r_data.eq(value)
-        with m.If(self.csr.w_stb):
-            with m.Switch(self.csr.addr):
-                with m.Case(int(Reg.CTRL)):
-                    m.d.comb += [start.eq(self.csr.w_data[0]), clear.eq(self.csr.w_data[1])]
-                for reg, sig in ((Reg.CMD_ADDR, cmd_addr), (Reg.CMD_COUNT, cmd_count),
-                                 (Reg.PROF_ADDR, prof_addr), (Reg.SCRATCH, scratch)):
-                    with m.Case(int(reg)):
-                        m.d.sync += sig.eq(self.csr.w_data)
+        with m.If(self.csr.w_stb), m.Switch(self.csr.addr):
+            with m.Case(int(Reg.CTRL)):
+                m.d.comb += [start.eq(self.csr.w_data[0]), clear.eq(self.csr.w_data[1])]
+            for reg, sig in ((Reg.CMD_ADDR, cmd_addr), (Reg.CMD_COUNT, cmd_count),
+                             (Reg.PROF_ADDR, prof_addr), (Reg.SCRATCH, scratch)):
+                with m.Case(int(reg)):
+                    m.d.sync += sig.eq(self.csr.w_data)
         with m.If(clear):
             m.d.sync += [st_done.eq(0), st_error.eq(0), err_code.eq(ErrorCode.NONE)]
         m.d.comb += self.irq.eq(st_done | st_error)
@@ -277,12 +289,11 @@ class Engine(wiring.Component):
 
         # ---- the sequencer --------------------------------------------------------------------
         with m.FSM(name="seq"):
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += [st_busy.eq(1), st_done.eq(0), st_error.eq(0), err_code.eq(ErrorCode.NONE),
-                                 cmd_index.eq(0), cmd_base.eq(cmd_addr), cycles.eq(0), active.eq(0),
-                                 profile.eq(self.csr.w_data[2])]
-                    m.next = "NEXT"
+            with m.State("IDLE"), m.If(start):
+                m.d.sync += [st_busy.eq(1), st_done.eq(0), st_error.eq(0), err_code.eq(ErrorCode.NONE),
+                             cmd_index.eq(0), cmd_base.eq(cmd_addr), cycles.eq(0), active.eq(0),
+                             profile.eq(self.csr.w_data[2])]
+                m.next = "NEXT"
 
             with m.State("NEXT"):
                 with m.If(cmd_index == cmd_count):
@@ -308,35 +319,30 @@ class Engine(wiring.Component):
             with m.State("CHECK0"):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(ld.src_rows), mul.b.eq(ld.src_w)]
                 m.next = "CHECK1"
-            with m.State("CHECK1"):
-                with m.If(mul.done):
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(ld.cb)]
-                    with m.If(opcode == Opcode.GAP):
-                        m.d.sync += prod_pix.eq(mul.p)
-                    m.next = "CHECK2"
-            with m.State("CHECK2"):
-                with m.If(mul.done):
-                    m.d.sync += prod_src.eq(mul.p)
-                    oh = Mux(opcode == Opcode.POOL, pv.out_h, Mux(opcode == Opcode.FIRE, fv.in_h, cv.in_h))
-                    ow = Mux(opcode == Opcode.POOL, pv.out_w, Mux(opcode == Opcode.FIRE, fv.in_w, cv.in_w))
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(oh), mul.b.eq(ow)]
-                    m.next = "CHECK3"
-            with m.State("CHECK3"):
-                with m.If(mul.done):
-                    with m.If(opcode == Opcode.POOL):
-                        m.d.sync += prod_pix.eq(mul.p)
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(Mux(opcode == Opcode.FIRE, sq_cb, 0))]
-                    m.d.sync += prod_ld.eq(mul.p)  # times cb below
-                    m.next = "CHECK4"
-            with m.State("CHECK4"):
-                with m.If(mul.done):
-                    m.d.sync += prod_sq.eq(mul.p)
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(prod_ld), mul.b.eq(ld.cb)]
-                    m.next = "CHECK5"
-            with m.State("CHECK5"):
-                with m.If(mul.done):
-                    m.d.sync += prod_ld.eq(Mux(ld.pool, mul.p, prod_src))
-                    m.next = "CHECK6"
+            with m.State("CHECK1"), m.If(mul.done):
+                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(ld.cb)]
+                with m.If(opcode == Opcode.GAP):
+                    m.d.sync += prod_pix.eq(mul.p)
+                m.next = "CHECK2"
+            with m.State("CHECK2"), m.If(mul.done):
+                m.d.sync += prod_src.eq(mul.p)
+                oh = Mux(opcode == Opcode.POOL, pv.out_h, Mux(opcode == Opcode.FIRE, fv.in_h, cv.in_h))
+                ow = Mux(opcode == Opcode.POOL, pv.out_w, Mux(opcode == Opcode.FIRE, fv.in_w, cv.in_w))
+                m.d.comb += [mul.start.eq(1), mul.a.eq(oh), mul.b.eq(ow)]
+                m.next = "CHECK3"
+            with m.State("CHECK3"), m.If(mul.done):
+                with m.If(opcode == Opcode.POOL):
+                    m.d.sync += prod_pix.eq(mul.p)
+                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(Mux(opcode == Opcode.FIRE, sq_cb, 0))]
+                m.d.sync += prod_ld.eq(mul.p)  # times cb below
+                m.next = "CHECK4"
+            with m.State("CHECK4"), m.If(mul.done):
+                m.d.sync += prod_sq.eq(mul.p)
+                m.d.comb += [mul.start.eq(1), mul.a.eq(prod_ld), mul.b.eq(ld.cb)]
+                m.next = "CHECK5"
+            with m.State("CHECK5"), m.If(mul.done):
+                m.d.sync += prod_ld.eq(Mux(ld.pool, mul.p, prod_src))
+                m.next = "CHECK6"
             with m.State("CHECK6"):
                 m.d.sync += err.eq(self._check(m, opcode, cv, fv, pv, gv, ld, prod_ld, prod_sq, sq_cb, e1_cb,
                                                addr_ok))
@@ -351,18 +357,17 @@ class Engine(wiring.Component):
 
             with m.State("LOAD"):
                 m.d.comb += phase["load"].eq(1)
-                with m.If(units_idle & ~load.start):
-                    with m.Switch(opcode):
-                        with m.Case(Opcode.CONV):
-                            m.d.sync += conv_stage.eq(0)
-                            m.next = "CONV"
-                        with m.Case(Opcode.FIRE):
-                            m.d.sync += conv_stage.eq(1)
-                            m.next = "CONV"
-                        with m.Case(Opcode.POOL):
-                            m.next = "STORE"
-                        with m.Case(Opcode.GAP):
-                            m.next = "GAP"
+                with m.If(units_idle & ~load.start), m.Switch(opcode):
+                    with m.Case(Opcode.CONV):
+                        m.d.sync += conv_stage.eq(0)
+                        m.next = "CONV"
+                    with m.Case(Opcode.FIRE):
+                        m.d.sync += conv_stage.eq(1)
+                        m.next = "CONV"
+                    with m.Case(Opcode.POOL):
+                        m.next = "STORE"
+                    with m.Case(Opcode.GAP):
+                        m.next = "GAP"
             with m.State("CONV"):
                 m.d.comb += conv.start.eq(1)
                 m.next = "CONV_WAIT"
@@ -404,7 +409,7 @@ class Engine(wiring.Component):
                                                          else prof_addr + (cmd_index << (pwords.bit_length() - 1))
                                                          + prof_i),
                              seq_mem.req.payload.data.eq(record.word_select(prof_i, W)
-                                                         if W < record.shape().width else record)]
+                                                         if record.shape().width > W else record)]
                 with m.If(seq_mem.req.ready):
                     m.d.sync += prof_i.eq(prof_i + 1)
                     with m.If(prof_i == pwords - 1):
@@ -474,7 +479,6 @@ class Engine(wiring.Component):
                 m.d.comb += e.eq(ErrorCode.BAD_PIXEL_STRIDE)
             with m.Elif(~addr_ok(pv.dst)):
                 m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        with m.Elif(opcode == Opcode.GAP):
-            with m.If(~addr_ok(gv.dst)):
-                m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
+        with m.Elif(opcode == Opcode.GAP), m.If(~addr_ok(gv.dst)):
+            m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
         return e

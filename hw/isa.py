@@ -427,7 +427,6 @@ def check_command(config: EngineConfig, raw: bytes) -> ErrorCode:
             return ErrorCode.BAD_PIXEL_STRIDE
         if addr_bad(c.dst):
             return ErrorCode.BAD_ADDRESS
-    elif op == Opcode.GAP:
-        if addr_bad(c.dst):
-            return ErrorCode.BAD_ADDRESS
+    elif op == Opcode.GAP and addr_bad(c.dst):
+        return ErrorCode.BAD_ADDRESS
     return ErrorCode.NONE

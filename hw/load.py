@@ -126,30 +126,25 @@ class LoadUnit(wiring.Component):
         pipe_busy = Signal()           # pool pipeline still holds work
 
         with m.FSM(name="load") as fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += op.eq(self.op)
-                    m.next = "MUL0"
+            with m.State("IDLE"), m.If(self.start):
+                m.d.sync += op.eq(self.op)
+                m.next = "MUL0"
             with m.State("MUL0"):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(op.src_rows), mul.b.eq(op.src_w)]
                 m.next = "MUL1"
-            with m.State("MUL1"):
-                with m.If(mul.done):
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(op.cb)]
-                    m.next = "MUL2"
-            with m.State("MUL2"):
-                with m.If(mul.done):
-                    m.d.sync += n_words.eq(mul.p)
-                    m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_w), mul.b.eq(op.cb)]
-                    m.next = "MUL3"
-            with m.State("MUL3"):
-                with m.If(mul.done):
-                    m.d.sync += [orw.eq(mul.p), rd_active.eq(1), rd_i.eq(0), rd_pix.eq(op.src), rd_cb.eq(0),
-                                 consumed.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If((consumed == n_words) & ~pipe_busy):
-                    m.next = "IDLE"
+            with m.State("MUL1"), m.If(mul.done):
+                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(op.cb)]
+                m.next = "MUL2"
+            with m.State("MUL2"), m.If(mul.done):
+                m.d.sync += n_words.eq(mul.p)
+                m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_w), mul.b.eq(op.cb)]
+                m.next = "MUL3"
+            with m.State("MUL3"), m.If(mul.done):
+                m.d.sync += [orw.eq(mul.p), rd_active.eq(1), rd_i.eq(0), rd_pix.eq(op.src), rd_cb.eq(0),
+                             consumed.eq(0)]
+                m.next = "RUN"
+            with m.State("RUN"), m.If((consumed == n_words) & ~pipe_busy):
+                m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         running = fsm.ongoing("RUN")
 

@@ -55,11 +55,10 @@ class StoreUnit(wiring.Component):
         pend_addr = Signal(ADDR_BITS)
         m.d.comb += [self.raw_valid.eq(pend), self.raw_addr.eq(pend_addr), self.raw_data.eq(self.ib_rdata)]
         with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [op.eq(self.op), rd.eq(self.op.src), cbi.eq(0), pix_addr.eq(self.op.dst),
-                                 left.eq(self.op.n_pix)]
-                    m.next = "RUN"
+            with m.State("IDLE"), m.If(self.start):
+                m.d.sync += [op.eq(self.op), rd.eq(self.op.src), cbi.eq(0), pix_addr.eq(self.op.dst),
+                             left.eq(self.op.n_pix)]
+                m.next = "RUN"
             with m.State("RUN"):
                 issue = (left != 0) & self.raw_ready
                 m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(issue)]
@@ -122,10 +121,9 @@ class GapUnit(wiring.Component):
         m.d.sync += pend.eq(0)
 
         with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [op.eq(self.op), cbi.eq(0), p.eq(0), rd.eq(self.op.src)]
-                    m.next = "READ"
+            with m.State("IDLE"), m.If(self.start):
+                m.d.sync += [op.eq(self.op), cbi.eq(0), p.eq(0), rd.eq(self.op.src)]
+                m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(1)]
                 m.d.sync += [pend.eq(1), first.eq(p == 0),
@@ -134,13 +132,12 @@ class GapUnit(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.next = "EMIT"   # the last word is being added this cycle
-            with m.State("EMIT"):
-                with m.If(self.rq_ready):
-                    m.d.comb += self.rq_valid.eq(1)
-                    with m.If(cbi == op.cb - 1):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [cbi.eq(cbi + 1), p.eq(0), rd.eq(op.src + cbi + 1)]
-                        m.next = "READ"
+            with m.State("EMIT"), m.If(self.rq_ready):
+                m.d.comb += self.rq_valid.eq(1)
+                with m.If(cbi == op.cb - 1):
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [cbi.eq(cbi + 1), p.eq(0), rd.eq(op.src + cbi + 1)]
+                    m.next = "READ"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -41,7 +41,7 @@ class Requantizer(wiring.Component):
 
     latency = 4
 
-    def __init__(self, *, lanes: int, user=unsigned(1)):
+    def __init__(self, *, lanes: int, user=1):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
         self._lanes = lanes

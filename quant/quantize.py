@@ -311,6 +311,10 @@ class QGraph:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
+    def get(self, name: str, default=None):
+        """The node named ``name``, or ``default``."""
+        return self._by_name.get(name, default)
+
     def __iter__(self):
         return iter(self.nodes)
 

@@ -41,14 +41,14 @@ def main(argv=None) -> int:
     cfg = EngineConfig(rows=args.rows, cols=args.cols)
     t_start = time.monotonic()
     image = require_shared(args.image)
-    print(f"[1/4] quantizing SqueezeNet 1.1 (calibration: ImageNet-preprocessed photographs) ...", flush=True)
+    print("[1/4] quantizing SqueezeNet 1.1 (calibration: ImageNet-preprocessed photographs) ...", flush=True)
     qg = quantize_squeezenet11("imagenet")
     print(f"[2/4] compiling for a {cfg.rows}x{cfg.cols} array (ibuf {cfg.ibuf_depth} words, "
           f"acc {cfg.acc_depth} pixels) ...", flush=True)
     prog = compile_graph(qg, cfg, reuse_memory=False)
     x = imagenet_preprocess(image)
     tensors = golden.run(qg, golden.quantize_input(x, qg.qparams(qg.inputs[0])))
-    print(f"[3/4] building and starting the Verilator model ...", flush=True)
+    print("[3/4] building and starting the Verilator model ...", flush=True)
     wanted = [m.strip() for m in args.modules.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in FIRE_LAYERS]
     if unknown:

@@ -37,12 +37,26 @@ from collections import defaultdict
 import numpy as np
 
 from hw.isa import (
-    CB_BITS, CMD_BYTES, DIM_BITS, EngineConfig, ErrorCode, Opcode, check_command, pack_command,
+    CB_BITS,
+    CMD_BYTES,
+    DIM_BITS,
+    EngineConfig,
+    ErrorCode,
+    Opcode,
+    check_command,
+    pack_command,
 )
 from hw.layout import cdiv, pack_activation, pack_conv_blob
 from quant.graph import HostOp
 from quant.quantize import (
-    QConcat, QConv, QDualConv, QFlatten, QGlobalAvgPool, QGraph, QInput, QMaxPool,
+    QConcat,
+    QConv,
+    QDualConv,
+    QFlatten,
+    QGlobalAvgPool,
+    QGraph,
+    QInput,
+    QMaxPool,
 )
 
 __all__ = ["CompileError", "Program", "Step", "TensorView", "compile_graph"]
@@ -205,8 +219,8 @@ class Program:
                  f"({self.mem_words * self.config.rows / 2**20:.1f} MiB)"]
         for layer, idx in self.layer_steps().items():
             s = self.steps[idx[0]]
-            lines.append(f"  {layer:32s} {s.kind:5s} {len(idx):3d} band(s)  {sum(self.steps[i].macs for i in idx):>12,d} MACs"
-                         f"  {s.detail}")
+            macs = sum(self.steps[i].macs for i in idx)
+            lines.append(f"  {layer:32s} {s.kind:5s} {len(idx):3d} band(s)  {macs:>12,d} MACs  {s.detail}")
         return "\n".join(lines)
 
 
@@ -346,7 +360,7 @@ class _Compiler:
 
     def _op_for_input(self, op: _Op) -> _Op:
         """Fuse a max pool that only this op reads into its load."""
-        src_node = self.g[op.src] if op.src in self.g else None
+        src_node = self.g.get(op.src)
         if isinstance(src_node, QMaxPool) and src_node.name in self.fused_pools:
             op.pool = src_node
             op.src = src_node.inputs[0]
@@ -423,7 +437,7 @@ class _Compiler:
         for n in g.nodes:
             if isinstance(n, HostOp):
                 for a in _tensor_refs(n):
-                    if a in g.tensors and not isinstance(g[a] if a in g else None, HostOp) and a not in outs:
+                    if a in g.tensors and not isinstance(g.get(a), HostOp) and a not in outs:
                         outs.append(a)
         for o in g.outputs:
             if o in g.tensors and o not in outs:
@@ -431,7 +445,7 @@ class _Compiler:
         return [self._unflatten(o) for o in outs]
 
     def _unflatten(self, name):
-        node = self.g[name] if name in self.g else None
+        node = self.g.get(name)
         while isinstance(node, QFlatten):
             name = node.inputs[0]
             node = self.g[name]

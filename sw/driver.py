@@ -14,7 +14,15 @@ import time
 import numpy as np
 
 from hw.isa import (
-    CMD_BYTES, ENGINE_ID, PROFILE_FIELDS, PROFILE_RECORD_BYTES, VERSION, Ctrl, EngineConfig, ErrorCode, Reg,
+    CMD_BYTES,
+    ENGINE_ID,
+    PROFILE_FIELDS,
+    PROFILE_RECORD_BYTES,
+    VERSION,
+    Ctrl,
+    EngineConfig,
+    ErrorCode,
+    Reg,
     Status,
 )
 from sw.isa_exec import CommandError
@@ -132,7 +140,7 @@ class Driver:
             raw = self.t.read_mem(profile_addr, count * pw)
             rec = np.frombuffer(raw, dtype=np.uint8).reshape(count, pw * self.config.rows)[:, :PROFILE_RECORD_BYTES]
             vals = rec.copy().view("<u4").reshape(count, len(PROFILE_FIELDS))
-            profile = [dict(zip(PROFILE_FIELDS, map(int, v))) for v in vals] if self.timed else None
+            profile = [dict(zip(PROFILE_FIELDS, map(int, v), strict=True)) for v in vals] if self.timed else None
         return RunResult(status=status, commands=count, cycles=cycles, active=active, profile=profile, wall_s=wall)
 
 

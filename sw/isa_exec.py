@@ -12,7 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from hw.isa import (
-    CMD_BYTES, EngineConfig, ErrorCode, Opcode, check_command, unpack_command,
+    CMD_BYTES,
+    EngineConfig,
+    ErrorCode,
+    Opcode,
+    check_command,
+    unpack_command,
 )
 from hw.layout import cdiv, unpack_conv_blob
 from quant import golden
@@ -147,7 +152,6 @@ class IsaMachine:
 
     def run(self, cmd_addr: int, count: int, profile_addr: int | None = None) -> tuple[ErrorCode, int]:
         """Run ``count`` commands from ``cmd_addr``; return ``(error code, index reached)``."""
-        R = self.cfg.rows
         cmd_words = self.cfg.cmd_words
         for i in range(count):
             base = cmd_addr + i * cmd_words

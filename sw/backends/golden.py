@@ -24,7 +24,8 @@ class GoldenBackend(Transport):
         Memory size in words.
     """
 
-    def __init__(self, config: EngineConfig = EngineConfig(), *, mem_words: int = 1 << 20):
+    def __init__(self, config: EngineConfig | None = None, *, mem_words: int = 1 << 20):
+        config = EngineConfig() if config is None else config
         self.config = config
         self.word_bytes = config.rows
         self.machine = IsaMachine(config, mem_words)

@@ -79,7 +79,6 @@ class EngineBench:
 
 def describe_mismatch(cfg: EngineConfig, commands, machine: IsaMachine, base: int, got, exp, limit: int = 8) -> str:
     """The first mismatching words, with the operands of a convolution output where one applies."""
-    R = cfg.rows
     bad = np.argwhere(got != exp)
     lines = [f"{len(bad)} of {got.size} output bytes differ (region at word {base})"]
     for w, lane in bad[:limit]:

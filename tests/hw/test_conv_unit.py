@@ -18,7 +18,7 @@ from ..reference import conv_acc_reference
 
 def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, dil=1, out_hw=None, zp_in=0,
               stall_seed=None):
-    R, C = cfg.rows, cfg.cols
+    R = cfg.rows
     cin, h, wd = x.shape
     cout, _, kh, kw = w.shape
     sy, sx = stride

@@ -8,7 +8,7 @@ references check the golden side on the same shapes (tests/reference.py).
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hw.isa import PROFILE_FIELDS, EngineConfig, ErrorCode, Opcode, Reg, Status, check_command, pack_command
@@ -135,7 +135,7 @@ def fire_case(cfg, rng, *, cin, sq, e1, e3, h, w, bands):
     convs = [_qconv(rng, cin, sq, 1), _qconv(rng, sq, e1, 1), _qconv(rng, sq, e3, 3)]
     zps = [zp_in, zp_sq, zp_sq]
     blobs, addr, addrs = [], WBLOB, []
-    for (wt, b, m0, sh), zp in zip(convs, zps):
+    for (wt, b, m0, sh), zp in zip(convs, zps, strict=True):
         blob = pack_conv_blob(wt, fold_zero_point(b, wt, zp), m0, sh, cfg)
         blobs.append((addr, blob))
         addrs.append(addr)
@@ -144,7 +144,7 @@ def fire_case(cfg, rng, *, cin, sq, e1, e3, h, w, bands):
     pix = cdiv(e1, R) + cdiv(e3, R)
     cmds = []
     edges = np.linspace(0, h, bands + 1).astype(int)
-    for oy0, oy1 in zip(edges[:-1], edges[1:]):
+    for oy0, oy1 in zip(edges[:-1], edges[1:], strict=True):
         s_lo, s_hi = max(oy0 - 1, 0), min(oy1 + 1, h)
         in_h = s_hi - s_lo
         cmds.append(pack_command(
