@@ -70,7 +70,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from a vector on ``a`` to its partial sums on ``psum``."""
-        return self._rows + self._cols
+        return self._rows + self._cols + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -107,7 +107,10 @@ class SystolicArray(wiring.Component):
                 m.d.comb += w.eq(w0)
                 with m.If(s_reg):
                     m.d.comb += w.eq(w1)
-                prod = a_reg * w
+                # The product is registered before the add (a DSP's own output register): the
+                # multiplier and the adder are separate stages, every PE one cycle later.
+                prod = Signal(signed(16), name=f"m_{r}_{c}")
+                m.d.sync += prod.eq(a_reg * w)
                 m.d.sync += p.eq(prod if r == 0 else psum_prev[c] + prod)
                 psum_prev[c] = p
                 a_left, s_left = a_reg, s_reg

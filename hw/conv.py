@@ -47,7 +47,10 @@ ConvOp = data.StructLayout({
     "dst": ADDR_BITS, "dst_ibuf": 1, "dst_pix": CB_BITS,
 })
 
-_AW = 26  # signed width of buffer address arithmetic (offsets of out-of-range taps may be negative)
+# Width of the buffer address arithmetic. It wraps modulo 2**16: a tap that is inside the band has
+# an address below ibuf_depth <= 2**16, and a modular sum of the right terms is the right address;
+# taps outside the band are recognised from their row and column, never from their address.
+_AW = IBUF_ADDR_BITS
 
 
 def small_mul(x, k, k_bits):
@@ -227,39 +230,45 @@ class ConvUnit(wiring.Component):
             with m.State("IDLE"), m.If(self.start):
                 m.d.sync += op.eq(self.op)
                 m.next = "SETUP0"
+            # Derived constants, a few per cycle so that no path holds more than one adder chain.
+            khkw = Signal(4)
+            ocb = Signal(DIM_BITS)
+            npc = Signal(2 * DIM_BITS)
             with m.State("SETUP0"):
                 m.d.comb += [mul.start.eq(1), mul.a.eq(op.in_w), mul.b.eq(op.in_cb)]
+                m.d.sync += [
+                    khkw.eq(small_mul(op.kh, op.kw, 2)),
+                    ocb.eq((op.cout + (R - 1)) >> log2R),
+                    n_cot.eq((op.cout + (C - 1)) >> log2C),
+                    dx.eq(small_mul(op.in_cb, op.dil, 3)),
+                    x0.eq(-small_mul(op.in_cb, op.pad_l, 3)),
+                    sx_step.eq(Mux(op.sx == 2, op.in_cb << 1, op.in_cb)),
+                ]
                 m.next = "SETUP1"
             with m.State("SETUP1"), m.If(mul.done):
-                m.d.sync += row_words.eq(mul.p)
+                m.d.sync += [row_words.eq(mul.p), n_kt.eq(small_mul(op.in_cb, khkw, 4)),
+                             groups_last.eq(((ocb - 1) & (G - 1)) + 1)]
                 m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_h), mul.b.eq(op.out_w)]
                 m.next = "SETUP2"
             with m.State("SETUP2"), m.If(mul.done):
-                m.d.sync += n_pix.eq(mul.p)
-                m.next = "SETUP3"
-            with m.State("SETUP3"):
-                khkw = small_mul(op.kh, op.kw, 2)
-                nkt = small_mul(op.in_cb, khkw, 4)
-                ocb = (op.cout + (R - 1)) >> log2R
-                ncot = (op.cout + (C - 1)) >> log2C
-                npc = (n_pix + (P - 1)) >> log2P
                 m.d.sync += [
-                    n_kt.eq(nkt),
-                    dx.eq(small_mul(op.in_cb, op.dil, 3)),
+                    n_pix.eq(mul.p),
                     dy.eq(small_mul(row_words, op.dil, 3)),
-                    x0.eq(-small_mul(op.in_cb, op.pad_l, 3)),
+                    sy_step.eq(Mux(op.sy == 2, row_words << 1, row_words)),
+                    blob_cot.eq(PW + (n_kt << log2C)),
                     # pad_t is signed: -pad_t * row_words
                     y0.eq(Mux(op.pad_t < 0, small_mul(row_words, (-op.pad_t)[:4], 4),
                               -small_mul(row_words, op.pad_t.as_unsigned()[:3], 3))),
-                    sx_step.eq(Mux(op.sx == 2, op.in_cb << 1, op.in_cb)),
-                    sy_step.eq(Mux(op.sy == 2, row_words << 1, row_words)),
-                    n_cot.eq(ncot),
+                ]
+                m.next = "SETUP3"
+            with m.State("SETUP3"):
+                m.d.sync += [npc.eq((n_pix + (P - 1)) >> log2P), last_pass.eq(((n_pix - 1) & (P - 1)) + 1)]
+                m.next = "SETUP4"
+            with m.State("SETUP4"):
+                m.d.sync += [
                     n_pass_cot.eq(npc),
-                    last_pass.eq(((n_pix - 1) & (P - 1)) + 1),
-                    groups_last.eq(((ocb - 1) & (G - 1)) + 1),
-                    blob_cot.eq(PW + (nkt << log2C)),
                     cot.eq(0), pass_in_cot.eq(0), bank.eq(0),
-                    npass.eq(Mux(npc == 1, ((n_pix - 1) & (P - 1)) + 1, P)),
+                    npass.eq(Mux(npc == 1, last_pass, P)),
                     *origin(cur), *origin(snap),
                 ]
                 m.next = "PASS_START"
@@ -385,7 +394,7 @@ class ConvUnit(wiring.Component):
             wfifo.w_en.eq(self.wmem.rsp.valid),
         ]
         m.d.sync += reserved.eq(reserved + issue - wfifo.r_en)
-        with m.If(feed_fsm.ongoing("SETUP3")):
+        with m.If(feed_fsm.ongoing("SETUP4")):
             m.d.sync += [rd_active.eq(1), rd_cot.eq(0), rd_pass.eq(0), rd_i.eq(0), rd_base.eq(op.wblob)]
         with m.Elif(issue):
             with m.If(rd_i == blob_cot - 1):
@@ -408,7 +417,7 @@ class ConvUnit(wiring.Component):
         can_tile = (lcol != 0) | (~wready.bit_select(lpar, 1) & (Mux(lpar, cool[1], cool[0]) == 0))
         pop = Signal()
         m.d.comb += [pop.eq(wfifo.r_rdy & Mux(in_params, can_param, can_tile)), wfifo.r_en.eq(pop)]
-        with m.If(feed_fsm.ongoing("SETUP3")):
+        with m.If(feed_fsm.ongoing("SETUP4")):
             m.d.sync += [r_i.eq(0), rbank.eq(0), lcol.eq(0), lpar.eq(0), fpar.eq(0),
                          wready.eq(0), param_ok.eq(0)]
         with m.Elif(pop):
@@ -507,7 +516,7 @@ class ConvUnit(wiring.Component):
                              dbank.eq(~dbank)]
                 m.next = "IDLE"
         m.d.comb += draining.eq(~drain_fsm.ongoing("IDLE"))
-        with m.If(feed_fsm.ongoing("SETUP3")):
+        with m.If(feed_fsm.ongoing("SETUP4")):
             m.d.sync += dbank.eq(0)
         # bank_busy is set by the feeder at PASS_START (above) and cleared here; setting wins a tie.
         return m

@@ -287,6 +287,9 @@ class Engine(wiring.Component):
         def addr_ok(a):
             return (a >> A) == 0 if A < 32 else Const(1)
 
+        rules = self._check(m, opcode, cv, fv, pv, gv, ld, prod_ld, prod_sq, sq_cb, e1_cb, addr_ok)
+        flags = [Signal(name=f"rule{i}_{code.name.lower()}") for i, (_, code) in enumerate(rules)]
+
         # ---- the sequencer --------------------------------------------------------------------
         with m.FSM(name="seq"):
             with m.State("IDLE"), m.If(start):
@@ -343,9 +346,15 @@ class Engine(wiring.Component):
             with m.State("CHECK5"), m.If(mul.done):
                 m.d.sync += prod_ld.eq(Mux(ld.pool, mul.p, prod_src))
                 m.next = "CHECK6"
+            # The rules' conditions are registered, then priority-encoded in the next cycle.
             with m.State("CHECK6"):
-                m.d.sync += err.eq(self._check(m, opcode, cv, fv, pv, gv, ld, prod_ld, prod_sq, sq_cb, e1_cb,
-                                               addr_ok))
+                m.d.sync += [flags[i].eq(cond) for i, (cond, _) in enumerate(rules)]
+                m.next = "CHECK_ENC"
+            with m.State("CHECK_ENC"):
+                m.d.sync += err.eq(ErrorCode.NONE)
+                for i, (_, code) in reversed(list(enumerate(rules))):
+                    with m.If(flags[i]):
+                        m.d.sync += err.eq(code)
                 m.next = "CHECK7"
             with m.State("CHECK7"):
                 with m.If(err != ErrorCode.NONE):
@@ -420,65 +429,48 @@ class Engine(wiring.Component):
         return m
 
     def _check(self, m, opcode, cv, fv, pv, gv, ld, prod_ld, prod_sq, sq_cb, e1_cb, addr_ok):
-        """The error code of the fetched command (NONE when it can run)."""
+        """The decoder's rules, in priority order: ``[(condition, ErrorCode), ...]``.
+
+        The same rules as :func:`hw.isa.check_command`. Conditions of different opcodes exclude
+        each other, so one flat list keeps the order of the nested specification.
+        """
         cfg = self._cfg
         R, depth = cfg.rows, cfg.ibuf_depth
-        e = Signal(ErrorCode, name="check_err")
         ld_end = ld.ibuf + prod_ld
         known = (opcode == Opcode.CONV) | (opcode == Opcode.FIRE) | (opcode == Opcode.POOL) | (opcode == Opcode.GAP)
         pool_bad = ld.pool & (((ld.pool_k != 2) & (ld.pool_k != 3)) | (ld.pool_pad_t > 1) | (ld.pool_pad_l > 1)
                               | (ld.cb > cfg.pool_max_cb))
-        zero_load = (ld.src_rows == 0) | (ld.src_w == 0) | (ld.cb == 0)
+        is_conv, is_fire = opcode == Opcode.CONV, opcode == Opcode.FIRE
+        is_pool, is_gap = opcode == Opcode.POOL, opcode == Opcode.GAP
         # Without pooling, the buffer tensor is the band as loaded.
         conv_shape_bad = ~ld.pool & ((cv.in_h != ld.src_rows) | (cv.in_w != ld.src_w))
         fire_shape_bad = (~ld.pool & ((fv.in_h != ld.src_rows) | (fv.in_w != ld.src_w))) \
             | (fv.out_h + fv.halo_top > fv.in_h) | (fv.in_h > fv.out_h + fv.halo_top + 1)
         sq_end = fv.sq_ibuf + prod_sq
-        m.d.comb += e.eq(ErrorCode.NONE)
-        with m.If(~known):
-            m.d.comb += e.eq(ErrorCode.BAD_OPCODE)
-        with m.Elif(zero_load):
-            m.d.comb += e.eq(ErrorCode.ZERO_SIZE)
-        with m.Elif(pool_bad | ((opcode == Opcode.POOL) & ~ld.pool) | ((opcode == Opcode.GAP) & ld.pool)):
-            m.d.comb += e.eq(ErrorCode.BAD_POOL)
-        with m.Elif((ld.src_pix != 0) & (ld.src_pix < ld.cb)):
-            m.d.comb += e.eq(ErrorCode.BAD_PIXEL_STRIDE)
-        with m.Elif(~addr_ok(ld.src)):
-            m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        with m.Elif(ld_end > depth):
-            m.d.comb += e.eq(ErrorCode.IBUF_OVERFLOW)
-        with m.Elif(opcode == Opcode.CONV):
-            with m.If((cv.in_h == 0) | (cv.in_w == 0) | (cv.out_h == 0) | (cv.out_w == 0) | (cv.cout == 0)):
-                m.d.comb += e.eq(ErrorCode.ZERO_SIZE)
-            with m.Elif((cv.kh == 0) | (cv.kw == 0) | (cv.dil == 0)):
-                m.d.comb += e.eq(ErrorCode.BAD_KERNEL)
-            with m.Elif((cv.sy == 0) | (cv.sy == 3) | (cv.sx == 0) | (cv.sx == 3)):
-                m.d.comb += e.eq(ErrorCode.BAD_STRIDE)
-            with m.Elif(cv.dst_pix < _cdiv_pow2(cv.cout, R)):
-                m.d.comb += e.eq(ErrorCode.BAD_PIXEL_STRIDE)
-            with m.Elif(conv_shape_bad):
-                m.d.comb += e.eq(ErrorCode.BAD_SHAPE)
-            with m.Elif(~addr_ok(cv.wblob) | ~addr_ok(cv.dst)):
-                m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        with m.Elif(opcode == Opcode.FIRE):
-            with m.If((fv.in_h == 0) | (fv.in_w == 0) | (fv.out_h == 0) | (fv.squeeze == 0) | (fv.expand1 == 0)
-                      | (fv.expand3 == 0)):
-                m.d.comb += e.eq(ErrorCode.ZERO_SIZE)
-            with m.Elif((fv.expand1 & (R - 1)) != 0):
-                m.d.comb += e.eq(ErrorCode.BAD_CHANNELS)
-            with m.Elif(fire_shape_bad):
-                m.d.comb += e.eq(ErrorCode.BAD_SHAPE)
-            with m.Elif((sq_end > depth) | ((fv.sq_ibuf < ld_end) & (sq_end > ld.ibuf))):
-                m.d.comb += e.eq(ErrorCode.IBUF_OVERFLOW)
-            with m.Elif(~addr_ok(fv.w_sq) | ~addr_ok(fv.w_e1) | ~addr_ok(fv.w_e3) | ~addr_ok(fv.dst)):
-                m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        with m.Elif(opcode == Opcode.POOL):
-            with m.If((pv.out_h == 0) | (pv.out_w == 0)):
-                m.d.comb += e.eq(ErrorCode.ZERO_SIZE)
-            with m.Elif(pv.dst_pix < ld.cb):
-                m.d.comb += e.eq(ErrorCode.BAD_PIXEL_STRIDE)
-            with m.Elif(~addr_ok(pv.dst)):
-                m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        with m.Elif(opcode == Opcode.GAP), m.If(~addr_ok(gv.dst)):
-            m.d.comb += e.eq(ErrorCode.BAD_ADDRESS)
-        return e
+        E = ErrorCode
+        return [
+            (~known, E.BAD_OPCODE),
+            ((ld.src_rows == 0) | (ld.src_w == 0) | (ld.cb == 0), E.ZERO_SIZE),
+            (pool_bad | (is_pool & ~ld.pool) | (is_gap & ld.pool), E.BAD_POOL),
+            ((ld.src_pix != 0) & (ld.src_pix < ld.cb), E.BAD_PIXEL_STRIDE),
+            (~addr_ok(ld.src), E.BAD_ADDRESS),
+            (ld_end > depth, E.IBUF_OVERFLOW),
+            (is_conv & ((cv.in_h == 0) | (cv.in_w == 0) | (cv.out_h == 0) | (cv.out_w == 0) | (cv.cout == 0)),
+             E.ZERO_SIZE),
+            (is_conv & ((cv.kh == 0) | (cv.kw == 0) | (cv.dil == 0)), E.BAD_KERNEL),
+            (is_conv & ((cv.sy == 0) | (cv.sy == 3) | (cv.sx == 0) | (cv.sx == 3)), E.BAD_STRIDE),
+            (is_conv & (cv.dst_pix < _cdiv_pow2(cv.cout, R)), E.BAD_PIXEL_STRIDE),
+            (is_conv & conv_shape_bad, E.BAD_SHAPE),
+            (is_conv & (~addr_ok(cv.wblob) | ~addr_ok(cv.dst)), E.BAD_ADDRESS),
+            (is_fire & ((fv.in_h == 0) | (fv.in_w == 0) | (fv.out_h == 0) | (fv.squeeze == 0)
+                        | (fv.expand1 == 0) | (fv.expand3 == 0)), E.ZERO_SIZE),
+            (is_fire & ((fv.expand1 & (R - 1)) != 0), E.BAD_CHANNELS),
+            (is_fire & fire_shape_bad, E.BAD_SHAPE),
+            (is_fire & ((sq_end > depth) | ((fv.sq_ibuf < ld_end) & (sq_end > ld.ibuf))), E.IBUF_OVERFLOW),
+            (is_fire & (~addr_ok(fv.w_sq) | ~addr_ok(fv.w_e1) | ~addr_ok(fv.w_e3) | ~addr_ok(fv.dst)),
+             E.BAD_ADDRESS),
+            (is_pool & ((pv.out_h == 0) | (pv.out_w == 0)), E.ZERO_SIZE),
+            (is_pool & (pv.dst_pix < ld.cb), E.BAD_PIXEL_STRIDE),
+            (is_pool & ~addr_ok(pv.dst), E.BAD_ADDRESS),
+            (is_gap & ~addr_ok(gv.dst), E.BAD_ADDRESS),
+        ]

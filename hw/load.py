@@ -157,10 +157,12 @@ class LoadUnit(wiring.Component):
             "ix": DIM_BITS, "cbi": CB_BITS, "iy": DIM_BITS,
             "j_odd": 1,                  # parity of j = ix + pad_l
             "wj": DIM_BITS + 1,          # j >> 1: the window this column starts or continues
-            "wcol": 2 * DIM_BITS,        # (j >> 1) * cb
+            "wcol": IBUF_ADDR_BITS,      # (j >> 1) * cb
+            "wcol_m": IBUF_ADDR_BITS,    # wcol - cb (the window that ends here), kept beside it
             "i_odd": 1,                  # parity of i = iy + pad_t
             "vi": DIM_BITS + 1,          # i >> 1
-            "vb": 2 * DIM_BITS + 2,      # ibuf + (i >> 1) * out_w * cb
+            "vb": IBUF_ADDR_BITS,        # ibuf + (i >> 1) * out_w * cb (buffer addresses wrap modulo 2**16)
+            "vb_m": IBUF_ADDR_BITS,      # vb - out_w * cb (the pooled row above), kept beside it
         })
         nxt = Signal(pos)
         h = Signal(pos)                  # position of the word in H1
@@ -179,8 +181,9 @@ class LoadUnit(wiring.Component):
 
         with m.If(fsm.ongoing("MUL3")):
             m.d.sync += [nxt.ix.eq(0), nxt.cbi.eq(0), nxt.iy.eq(0), nxt.j_odd.eq(op.pool_pad_l[0]),
-                         nxt.wj.eq(0), nxt.wcol.eq(0), nxt.i_odd.eq(op.pool_pad_t[0]), nxt.vi.eq(0),
-                         nxt.vb.eq(op.ibuf), h_valid.eq(0), h_second.eq(0)]
+                         nxt.wj.eq(0), nxt.wcol.eq(0), nxt.wcol_m.eq(-op.cb), nxt.i_odd.eq(op.pool_pad_t[0]),
+                         nxt.vi.eq(0), nxt.vb.eq(op.ibuf), nxt.vb_m.eq(op.ibuf - orw), h_valid.eq(0),
+                         h_second.eq(0)]
 
         # H1 computation on (h, h_word, state).
         state = Signal(W + 1)
@@ -192,10 +195,10 @@ class LoadUnit(wiring.Component):
         new_val = Signal(W)
         new_ok = Signal()
         e1 = Signal(W)
-        e1_col = Signal(2 * DIM_BITS)
+        e1_col = Signal(IBUF_ADDR_BITS)
         e1_ok = Signal()
         e2 = Signal(W)
-        e2_col = Signal(2 * DIM_BITS)
+        e2_col = Signal(IBUF_ADDR_BITS)
         e2_ok = Signal()
         merged = Mux(s_ok, _vmax(s_val, v, R), v)
         with m.If(~h.j_odd):
@@ -203,7 +206,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += [new_val.eq(v), new_ok.eq(started & ~row_end)]
             with m.If(k3):
                 # j ends window j/2 - 1 (if open) and starts window j/2.
-                m.d.comb += [e1.eq(_vmax(s_val, v, R)), e1_col.eq(h.wcol - op.cb + h.cbi), e1_ok.eq(s_ok),
+                m.d.comb += [e1.eq(_vmax(s_val, v, R)), e1_col.eq(h.wcol_m + h.cbi), e1_ok.eq(s_ok),
                              e2.eq(v), e2_col.eq(h.wcol + h.cbi), e2_ok.eq(started & row_end)]
             with m.Else():
                 m.d.comb += [e1.eq(v), e1_col.eq(h.wcol + h.cbi), e1_ok.eq(started & row_end)]
@@ -223,12 +226,15 @@ class LoadUnit(wiring.Component):
         a_ok = Mux(a_prev, (h.vi != 0) & (h.vi - 1 < op.out_h), h.i_odd & (h.vi < op.out_h))
         a_first = h.iy == 0
         b_ok = ~h.i_odd & (h.vi < op.out_h)
-        a_base = Mux(a_prev, h.vb - orw_w, h.vb)
+        a_base = Mux(a_prev, h.vb_m, h.vb)
 
         ev_layout = data.StructLayout({"valid": 1, "val": W, "a_addr": IBUF_ADDR_BITS, "a_ok": 1,
-                                       "a_rmw": 1, "b_addr": IBUF_ADDR_BITS, "b_ok": 1})
+                                       "a_rmw": 1, "b_addr": IBUF_ADDR_BITS, "b_ok": 1,
+                                       "a_base": IBUF_ADDR_BITS, "b_base": IBUF_ADDR_BITS, "col": IBUF_ADDR_BITS})
         v0 = Signal(ev_layout)
         v1 = Signal(ev_layout)
+        v0_a_addr = Signal(IBUF_ADDR_BITS)
+        m.d.comb += v0_a_addr.eq(v0.a_base + v0.col)
         v1_bdone = Signal()              # V1 wrote A last cycle and writes B in this one
 
         m.d.comb += adv.eq(~(v1.valid & v1.a_ok & v1.b_ok & ~v1_bdone))
@@ -242,13 +248,13 @@ class LoadUnit(wiring.Component):
                 e_col = Mux(use2, e2_col, e1_col)
                 m.d.sync += [
                     v0.valid.eq(e1_ok | e2_ok), v0.val.eq(Mux(use2, e2, e1)),
-                    v0.a_addr.eq(a_base + e_col), v0.a_ok.eq(a_ok), v0.a_rmw.eq(~a_first),
-                    v0.b_addr.eq(h.vb + e_col), v0.b_ok.eq(b_ok),
+                    v0.a_base.eq(a_base), v0.b_base.eq(h.vb), v0.col.eq(e_col),
+                    v0.a_ok.eq(a_ok), v0.a_rmw.eq(~a_first), v0.b_ok.eq(b_ok),
                     h_second.eq(two & ~h_second),
                 ]
             with m.Else():
                 m.d.sync += v0.valid.eq(0)
-            m.d.sync += [v1.eq(v0), v1_bdone.eq(0)]
+            m.d.sync += [v1.eq(v0), v1.a_addr.eq(v0_a_addr), v1.b_addr.eq(v0.b_base + v0.col), v1_bdone.eq(0)]
         with m.Else():
             m.d.sync += v1_bdone.eq(1)
 
@@ -262,20 +268,21 @@ class LoadUnit(wiring.Component):
                 m.d.sync += nxt.cbi.eq(0)
                 with m.If(nxt.ix == op.src_w - 1):
                     m.d.sync += [nxt.ix.eq(0), nxt.j_odd.eq(op.pool_pad_l[0]), nxt.wj.eq(0), nxt.wcol.eq(0),
+                                 nxt.wcol_m.eq(-op.cb),
                                  nxt.iy.eq(nxt.iy + 1), nxt.i_odd.eq(~nxt.i_odd)]
                     with m.If(nxt.i_odd):  # i becomes even: one more pooled row begins
-                        m.d.sync += [nxt.vi.eq(nxt.vi + 1), nxt.vb.eq(nxt.vb + orw_w)]
+                        m.d.sync += [nxt.vi.eq(nxt.vi + 1), nxt.vb.eq(nxt.vb + orw_w), nxt.vb_m.eq(nxt.vb)]
                 with m.Else():
                     m.d.sync += [nxt.ix.eq(nxt.ix + 1), nxt.j_odd.eq(~nxt.j_odd)]
                     with m.If(nxt.j_odd):
-                        m.d.sync += [nxt.wj.eq(nxt.wj + 1), nxt.wcol.eq(nxt.wcol + op.cb)]
+                        m.d.sync += [nxt.wj.eq(nxt.wj + 1), nxt.wcol.eq(nxt.wcol + op.cb), nxt.wcol_m.eq(nxt.wcol)]
             with m.Else():
                 m.d.sync += nxt.cbi.eq(nxt.cbi + 1)
         with m.Elif(h_done):
             m.d.sync += h_valid.eq(0)
 
         # V0: read the pooled word A to merge into. V1: write A (merged or first), then B.
-        m.d.comb += [self.ib_raddr.eq(v0.a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw)]
+        m.d.comb += [self.ib_raddr.eq(v0_a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw)]
         a_new = Mux(v1.a_rmw, _vmax(self.ib_rdata, v1.val, R), v1.val)
 
         m.d.comb += fifo.r_en.eq(copy_pop | pool_pop)

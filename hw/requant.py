@@ -39,7 +39,10 @@ class Requantizer(wiring.Component):
     ``zp_out``, ``act_min``, ``act_max`` are sampled with the vector.
     """
 
-    latency = 4
+    #: Pipeline depth: input registers, two partial products, their sum, the nudge, the division
+    #: by 2**31, the rounding shift, its rounding increment, zero point and clamp. Short stages so
+    #: that no path holds more than one wide adder (100 MHz on ECP5).
+    latency = 9
 
     def __init__(self, *, lanes: int, user=1):
         if lanes < 1:
@@ -69,58 +72,67 @@ class Requantizer(wiring.Component):
         n = self._lanes
         user_width = Shape.cast(self._user).width
 
-        # Stage registers for the per-vector side data.
-        valid = [Signal(name=f"valid_s{i}") for i in range(self.latency)]
-        user = [Signal(user_width, name=f"user_s{i}") for i in range(self.latency)]
-        zp = [Signal(signed(8), name=f"zp_s{i}") for i in range(self.latency - 1)]
-        lo = [Signal(signed(8), name=f"lo_s{i}") for i in range(self.latency - 1)]
-        hi = [Signal(signed(8), name=f"hi_s{i}") for i in range(self.latency - 1)]
-        sh = [Signal(data.ArrayLayout(unsigned(_SHIFT_BITS), n), name=f"sh_s{i}") for i in range(2)]
-
-        m.d.sync += [valid[0].eq(self.i_valid), user[0].eq(self.i_user),
-                     zp[0].eq(self.zp_out), lo[0].eq(self.act_min), hi[0].eq(self.act_max),
-                     sh[0].eq(self.shift)]
-        for i in range(1, self.latency):
+        L = self.latency
+        # Side data rides along: valid and user through every stage, the shift to stage 5, the zero
+        # point and clamp to the last.
+        valid = [Signal(name=f"valid_s{i}") for i in range(L)]
+        user = [Signal(user_width, name=f"user_s{i}") for i in range(L)]
+        zp = [Signal(signed(8), name=f"zp_s{i}") for i in range(L - 1)]
+        lo = [Signal(signed(8), name=f"lo_s{i}") for i in range(L - 1)]
+        hi = [Signal(signed(8), name=f"hi_s{i}") for i in range(L - 1)]
+        sh = [Signal(data.ArrayLayout(unsigned(_SHIFT_BITS), n), name=f"sh_s{i}") for i in range(5)]
+        m.d.sync += [valid[0].eq(self.i_valid), user[0].eq(self.i_user), zp[0].eq(self.zp_out),
+                     lo[0].eq(self.act_min), hi[0].eq(self.act_max), sh[0].eq(self.shift)]
+        for i in range(1, L):
             m.d.sync += [valid[i].eq(valid[i - 1]), user[i].eq(user[i - 1])]
-        for i in range(1, self.latency - 1):
+        for i in range(1, L - 1):
             m.d.sync += [zp[i].eq(zp[i - 1]), lo[i].eq(lo[i - 1]), hi[i].eq(hi[i - 1])]
-        m.d.sync += sh[1].eq(sh[0])
+        for i in range(1, 5):
+            m.d.sync += sh[i].eq(sh[i - 1])
 
+        int_min = Const(-(1 << 31), signed(32))
         for k in range(n):
-            acc, m0 = self.acc[k], self.m0[k]
-            # Stage 1: the full 64-bit product, and the saturation case.
+            # Stage 0: input registers.
+            a = Signal(signed(32), name=f"a_{k}")
+            b = Signal(signed(32), name=f"b_{k}")
+            m.d.sync += [a.eq(self.acc[k]), b.eq(self.m0[k])]
+            # Stage 1: two 32x16 partial products (b = b_hi * 2**16 + b_lo, b_lo unsigned), and the
+            # saturation case.
+            p_lo = Signal(signed(49), name=f"p_lo_{k}")
+            p_hi = Signal(signed(48), name=f"p_hi_{k}")
+            sat = [Signal(name=f"sat_{k}_{i}") for i in range(3)]
+            m.d.sync += [p_lo.eq(a * b[:16]), p_hi.eq(a * b[16:].as_signed()),
+                         sat[0].eq((a == int_min) & (b == int_min))]
+            # Stage 2: the full product.
             prod = Signal(signed(64), name=f"prod_{k}")
-            sat = Signal(name=f"sat_{k}")
-            int_min = Const(-(1 << 31), signed(32))
-            m.d.sync += [prod.eq(acc * m0), sat.eq((acc == int_min) & (m0 == int_min))]
-
-            # Stage 2: srdhm = (prod + nudge) / 2**31, C division (toward zero).
-            t = Signal(signed(66), name=f"nudged_{k}")
-            m.d.comb += t.eq(prod + Mux(prod >= 0, 1 << 30, 1 - (1 << 30)))
-            q = Signal(signed(66), name=f"q_{k}")
-            m.d.comb += q.eq(Mux(t < 0, t + ((1 << 31) - 1), t) >> 31)
+            m.d.sync += [prod.eq((p_hi << 16) + p_lo), sat[1].eq(sat[0])]
+            # Stage 3: srdhm's nudge.
+            t = Signal(signed(65), name=f"nudged_{k}")
+            m.d.sync += [t.eq(prod + Mux(prod >= 0, 1 << 30, 1 - (1 << 30))), sat[2].eq(sat[1])]
+            # Stage 4: C division by 2**31 (toward zero), saturation.
             x = Signal(signed(32), name=f"srdhm_{k}")
-            m.d.sync += x.eq(Mux(sat, (1 << 31) - 1, q[:32]))
-
-            # Stage 3: rdbpot, round half away from zero.
-            e = sh[1][k]
+            q = Mux(t < 0, t + ((1 << 31) - 1), t) >> 31
+            m.d.sync += x.eq(Mux(sat[2], (1 << 31) - 1, q[:32]))
+            # Stage 5: rdbpot's shift and its rounding decision, round half away from zero.
+            e = sh[4][k]
             mask = Signal(unsigned(32), name=f"mask_{k}")
             m.d.comb += mask.eq((Const(1, unsigned(33)) << e) - 1)
-            rem = Signal(unsigned(32), name=f"rem_{k}")
-            m.d.comb += rem.eq(x.as_unsigned() & mask)
-            thr = Signal(unsigned(33), name=f"thr_{k}")
-            m.d.comb += thr.eq((mask >> 1) + (x < 0))
+            shifted = Signal(signed(32), name=f"shifted_{k}")
+            up = Signal(name=f"up_{k}")
+            m.d.sync += [shifted.eq(x >> e),
+                         up.eq((x.as_unsigned() & mask) > ((mask >> 1) + (x < 0)))]
+            # Stage 6: the rounded value.
             y = Signal(signed(33), name=f"rdbpot_{k}")
-            m.d.sync += y.eq((x >> e) + (rem > thr))
-
-            # Stage 4: output zero point and clamp (the clamp is also the fused ReLU).
+            m.d.sync += y.eq(shifted + up)
+            # Stage 7: output zero point.
             z = Signal(signed(34), name=f"z_{k}")
-            m.d.comb += z.eq(y + zp[2])
+            m.d.sync += z.eq(y + zp[6])
+            # Stage 8: clamp (the clamp is also the fused ReLU).
             out = Signal(signed(8), name=f"out_{k}")
-            with m.If(z < lo[2]):
-                m.d.sync += out.eq(lo[2])
-            with m.Elif(z > hi[2]):
-                m.d.sync += out.eq(hi[2])
+            with m.If(z < lo[7]):
+                m.d.sync += out.eq(lo[7])
+            with m.Elif(z > hi[7]):
+                m.d.sync += out.eq(hi[7])
             with m.Else():
                 m.d.sync += out.eq(z[:8])
             m.d.comb += self.o_data[k].eq(out)
