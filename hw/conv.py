@@ -31,7 +31,6 @@ from quant.arith import ACC_BITS
 from .array import SystolicArray
 from .bus import MemPortSignature
 from .isa import ADDR_BITS, CB_BITS, DIM_BITS, IBUF_ADDR_BITS, EngineConfig
-from .util import SerialMultiplier
 
 __all__ = ["ConvOp", "ConvUnit", "small_mul"]
 
@@ -45,6 +44,9 @@ ConvOp = data.StructLayout({
     "zp_in": signed(8), "zp_out": signed(8), "act_min": signed(8), "act_max": signed(8),
     "wblob": ADDR_BITS,
     "dst": ADDR_BITS, "dst_ibuf": 1, "dst_pix": CB_BITS,
+    # Products the sequencer computes once for the unit (one shared multiplier in the engine):
+    "row_words": DIM_BITS + CB_BITS,     # in_w * in_cb
+    "n_pix": 2 * DIM_BITS,               # out_h * out_w
 })
 
 # Width of the buffer address arithmetic. It wraps modulo 2**16: a tap that is inside the band has
@@ -130,11 +132,12 @@ class ConvUnit(wiring.Component):
         PW = cfg.param_words
         log2C, log2P, log2G, log2R = _log2(C), _log2(P), _log2(G), _log2(R)
 
-        op = Signal(ConvOp)
+        # The operation is not latched: the sequencer holds it steady while the unit is busy.
+        op = self.op
 
         # ---- derived constants (SETUP) -------------------------------------------------------
-        row_words = Signal(20)              # in_w * in_cb
-        n_pix = Signal(2 * DIM_BITS)        # out_h * out_w
+        row_words = op.row_words            # in_w * in_cb
+        n_pix = op.n_pix                    # out_h * out_w
         n_kt = Signal(16)                   # kh * kw * in_cb
         dx = Signal(_AW)                    # dil * in_cb
         dy = Signal(_AW)                    # dil * row_words
@@ -148,7 +151,6 @@ class ConvUnit(wiring.Component):
         groups_last = Signal(range(G + 1))
         blob_cot = Signal(ADDR_BITS)
 
-        m.submodules.mul = mul = SerialMultiplier(DIM_BITS, DIM_BITS)
 
         # ---- shared state between the feeder, the weight path, the accumulators and the drain ---
         wready = Signal(2)                  # weight buffer b holds the tile the feeder wants next
@@ -228,14 +230,12 @@ class ConvUnit(wiring.Component):
 
         with m.FSM(name="feed") as feed_fsm:
             with m.State("IDLE"), m.If(self.start):
-                m.d.sync += op.eq(self.op)
                 m.next = "SETUP0"
             # Derived constants, a few per cycle so that no path holds more than one adder chain.
             khkw = Signal(4)
             ocb = Signal(DIM_BITS)
             npc = Signal(2 * DIM_BITS)
             with m.State("SETUP0"):
-                m.d.comb += [mul.start.eq(1), mul.a.eq(op.in_w), mul.b.eq(op.in_cb)]
                 m.d.sync += [
                     khkw.eq(small_mul(op.kh, op.kw, 2)),
                     ocb.eq((op.cout + (R - 1)) >> log2R),
@@ -245,14 +245,11 @@ class ConvUnit(wiring.Component):
                     sx_step.eq(Mux(op.sx == 2, op.in_cb << 1, op.in_cb)),
                 ]
                 m.next = "SETUP1"
-            with m.State("SETUP1"), m.If(mul.done):
-                m.d.sync += [row_words.eq(mul.p), n_kt.eq(small_mul(op.in_cb, khkw, 4)),
-                             groups_last.eq(((ocb - 1) & (G - 1)) + 1)]
-                m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_h), mul.b.eq(op.out_w)]
+            with m.State("SETUP1"):
+                m.d.sync += [n_kt.eq(small_mul(op.in_cb, khkw, 4)), groups_last.eq(((ocb - 1) & (G - 1)) + 1)]
                 m.next = "SETUP2"
-            with m.State("SETUP2"), m.If(mul.done):
+            with m.State("SETUP2"):
                 m.d.sync += [
-                    n_pix.eq(mul.p),
                     dy.eq(small_mul(row_words, op.dil, 3)),
                     sy_step.eq(Mux(op.sy == 2, row_words << 1, row_words)),
                     blob_cot.eq(PW + (n_kt << log2C)),

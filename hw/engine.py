@@ -28,6 +28,7 @@ from .bus import CsrSignature, MemPortSignature
 from .conv import ConvOp, ConvUnit
 from .isa import (
     CB_BITS,
+    DIM_BITS,
     CMD_BITS,
     ENGINE_ID,
     PROFILE_FIELDS,
@@ -205,32 +206,52 @@ class Engine(wiring.Component):
                 m.d.sync += sig.eq(sig + 1)
 
         # ---- validation arithmetic ------------------------------------------------------------
-        m.submodules.mul = mul = SerialMultiplier(24, 12)
-        prod_ld = Signal(36)   # words the load writes into the buffer
-        prod_src = Signal(36)  # words the load reads (src_rows * src_w * cb)
-        prod_pix = Signal(24)  # pixels of the stored/averaged tensor
-        prod_sq = Signal(36)   # fire: squeeze region words
+        sq_cb = Signal(CB_BITS)
+        e1_cb = Signal(CB_BITS)
+        e3_cb = Signal(CB_BITS)
+        m.d.comb += [sq_cb.eq(_cdiv_pow2(fv.squeeze, R)), e1_cb.eq(_cdiv_pow2(fv.expand1, R)),
+                     e3_cb.eq(_cdiv_pow2(fv.expand3, R))]
+        # Every product a command needs, for the checks and for the units, from one serial multiplier
+        # (12-13 cycles each, before the command's first micro-op): the units have no multiplier.
+        m.submodules.mul = mul = SerialMultiplier(2 * DIM_BITS, CB_BITS)
+        mul_started = Signal()
+        is_fire = opcode == Opcode.FIRE
+        pooled_h = Mux(opcode == Opcode.POOL, pv.out_h, Mux(is_fire, fv.in_h, cv.in_h))
+        pooled_w = Mux(opcode == Opcode.POOL, pv.out_w, Mux(is_fire, fv.in_w, cv.in_w))
+        p_rw = Signal(2 * DIM_BITS, name="p_rows_w")      # src_rows * src_w: pixels loaded (GAP's count)
+        prod_src = Signal(2 * DIM_BITS + CB_BITS)        # ... * cb: words the load reads
+        p_oo = Signal(2 * DIM_BITS, name="p_pooled")     # pixels in the buffer tensor (pooled dims)
+        prod_ldp = Signal(2 * DIM_BITS + CB_BITS)        # ... * cb: words a pooling load writes
+        prod_sq = Signal(2 * DIM_BITS + CB_BITS)         # FIRE: squeeze region words
+        orw = Signal(DIM_BITS + CB_BITS)                 # buffer row words (pooled row, or conv input row)
+        rw_sq = Signal(DIM_BITS + CB_BITS)               # FIRE: squeeze row words
+        n_out = Signal(2 * DIM_BITS)                     # output pixels of a band
+        products = [
+            (p_rw, ld.src_rows, ld.src_w),
+            (prod_src, p_rw, ld.cb),
+            (p_oo, pooled_h, pooled_w),
+            (prod_ldp, p_oo, ld.cb),
+            (prod_sq, p_oo, Mux(is_fire, sq_cb, 0)),
+            (orw, pooled_w, ld.cb),
+            (rw_sq, fv.in_w, sq_cb),
+            (n_out, Mux(is_fire, fv.out_h, cv.out_h), Mux(is_fire, fv.in_w, cv.out_w)),
+        ]
+        prod_ld = Mux(ld.pool, prod_ldp, prod_src)        # words the load writes into the buffer
         err = Signal(ErrorCode)
 
         # ---- micro-operations ---------------------------------------------------------------------
         def load_op():
             o = Signal(LoadOp)
-            pooled_h = Mux(opcode == Opcode.POOL, pv.out_h, Mux(opcode == Opcode.FIRE, fv.in_h, cv.in_h))
-            pooled_w = Mux(opcode == Opcode.POOL, pv.out_w, Mux(opcode == Opcode.FIRE, fv.in_w, cv.in_w))
             m.d.comb += [
                 o.src.eq(ld.src), o.src_rows.eq(ld.src_rows), o.src_w.eq(ld.src_w), o.cb.eq(ld.cb),
                 o.src_pix.eq(ld.src_pix),
                 o.ibuf.eq(ld.ibuf), o.pool.eq(ld.pool), o.pool_k.eq(ld.pool_k),
                 o.pool_pad_t.eq(ld.pool_pad_t), o.pool_pad_l.eq(ld.pool_pad_l),
                 o.out_h.eq(pooled_h), o.out_w.eq(pooled_w),
+                o.n_words.eq(prod_src), o.orw.eq(orw),
             ]
             return o
 
-        sq_cb = Signal(CB_BITS)
-        e1_cb = Signal(CB_BITS)
-        e3_cb = Signal(CB_BITS)
-        m.d.comb += [sq_cb.eq(_cdiv_pow2(fv.squeeze, R)), e1_cb.eq(_cdiv_pow2(fv.expand1, R)),
-                     e3_cb.eq(_cdiv_pow2(fv.expand3, R))]
 
         def conv_op(stage):
             """stage: 0 CONV, 1 fire squeeze, 2 fire expand1, 3 fire expand3."""
@@ -244,6 +265,7 @@ class Engine(wiring.Component):
                     o.zp_in.eq(cv.quant.zp_in), o.zp_out.eq(cv.quant.zp_out),
                     o.act_min.eq(cv.quant.act_min), o.act_max.eq(cv.quant.act_max),
                     o.wblob.eq(cv.wblob), o.dst.eq(cv.dst), o.dst_ibuf.eq(0), o.dst_pix.eq(cv.dst_pix),
+                    o.row_words.eq(orw), o.n_pix.eq(n_out),
                 ]
                 return o
             common = [o.in_w.eq(fv.in_w), o.in_h.eq(fv.in_h), o.sy.eq(1), o.sx.eq(1), o.dil.eq(1),
@@ -254,6 +276,7 @@ class Engine(wiring.Component):
                     o.pad_t.eq(0), o.pad_l.eq(0), o.out_h.eq(fv.in_h), o.cout.eq(fv.squeeze),
                     o.zp_in.eq(fv.zp_in), o.zp_out.eq(fv.zp_sq), o.act_min.eq(fv.sq_min), o.act_max.eq(fv.sq_max),
                     o.wblob.eq(fv.w_sq), o.dst.eq(fv.sq_ibuf), o.dst_ibuf.eq(1), o.dst_pix.eq(sq_cb),
+                    o.row_words.eq(orw), o.n_pix.eq(p_oo),
                 ]
             else:
                 k = 1 if stage == 2 else 3
@@ -266,6 +289,7 @@ class Engine(wiring.Component):
                     o.wblob.eq(fv.w_e1 if stage == 2 else fv.w_e3),
                     o.dst.eq(fv.dst if stage == 2 else fv.dst + e1_cb), o.dst_ibuf.eq(0),
                     o.dst_pix.eq(e1_cb + e3_cb),
+                    o.row_words.eq(rw_sq), o.n_pix.eq(n_out),
                 ]
             return o
 
@@ -277,9 +301,9 @@ class Engine(wiring.Component):
                 with m.Case(s):
                     m.d.comb += conv.op.eq(conv_ops[s])
         m.d.comb += [
-            store.op.src.eq(ld.ibuf), store.op.n_pix.eq(prod_pix), store.op.cb.eq(ld.cb),
+            store.op.src.eq(ld.ibuf), store.op.n_pix.eq(p_oo), store.op.cb.eq(ld.cb),
             store.op.dst.eq(pv.dst), store.op.dst_pix.eq(pv.dst_pix),
-            gap.op.src.eq(ld.ibuf), gap.op.n_pix.eq(prod_pix), gap.op.cb.eq(ld.cb), gap.op.dst.eq(gv.dst),
+            gap.op.src.eq(ld.ibuf), gap.op.n_pix.eq(p_rw), gap.op.cb.eq(ld.cb), gap.op.dst.eq(gv.dst),
             gap.op.m0.eq(gv.m0), gap.op.shift.eq(gv.shift), gap.op.zp_in.eq(gv.zp_in), gap.op.zp_out.eq(gv.zp_out),
         ]
         units_idle = ~load.busy & ~conv.busy & ~store.busy & ~gap.busy & outp.idle
@@ -316,36 +340,17 @@ class Engine(wiring.Component):
                     m.d.sync += [cmd.word_select(fetch_got, W).eq(seq_mem.rsp.payload),
                                  fetch_got.eq(fetch_got + 1)]
                     with m.If(fetch_got == cmd_words - 1):
-                        m.next = "CHECK0"
+                        m.next = "MUL0"
 
-            # Products for the buffer-region checks, one serial multiplication at a time.
-            with m.State("CHECK0"):
-                m.d.comb += [mul.start.eq(1), mul.a.eq(ld.src_rows), mul.b.eq(ld.src_w)]
-                m.next = "CHECK1"
-            with m.State("CHECK1"), m.If(mul.done):
-                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(ld.cb)]
-                with m.If(opcode == Opcode.GAP):
-                    m.d.sync += prod_pix.eq(mul.p)
-                m.next = "CHECK2"
-            with m.State("CHECK2"), m.If(mul.done):
-                m.d.sync += prod_src.eq(mul.p)
-                oh = Mux(opcode == Opcode.POOL, pv.out_h, Mux(opcode == Opcode.FIRE, fv.in_h, cv.in_h))
-                ow = Mux(opcode == Opcode.POOL, pv.out_w, Mux(opcode == Opcode.FIRE, fv.in_w, cv.in_w))
-                m.d.comb += [mul.start.eq(1), mul.a.eq(oh), mul.b.eq(ow)]
-                m.next = "CHECK3"
-            with m.State("CHECK3"), m.If(mul.done):
-                with m.If(opcode == Opcode.POOL):
-                    m.d.sync += prod_pix.eq(mul.p)
-                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(Mux(opcode == Opcode.FIRE, sq_cb, 0))]
-                m.d.sync += prod_ld.eq(mul.p)  # times cb below
-                m.next = "CHECK4"
-            with m.State("CHECK4"), m.If(mul.done):
-                m.d.sync += prod_sq.eq(mul.p)
-                m.d.comb += [mul.start.eq(1), mul.a.eq(prod_ld), mul.b.eq(ld.cb)]
-                m.next = "CHECK5"
-            with m.State("CHECK5"), m.If(mul.done):
-                m.d.sync += prod_ld.eq(Mux(ld.pool, mul.p, prod_src))
-                m.next = "CHECK6"
+            # The command's products, one serial multiplication at a time (see `products` above).
+            for i, (dest, a, b) in enumerate(products):
+                with m.State(f"MUL{i}"):
+                    with m.If(mul.done & ~mul_started):
+                        m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b)]
+                        m.d.sync += mul_started.eq(1)
+                    with m.Elif(mul.done):
+                        m.d.sync += [dest.eq(mul.p), mul_started.eq(0)]
+                        m.next = f"MUL{i + 1}" if i + 1 < len(products) else "CHECK6"
             # The rules' conditions are registered, then priority-encoded in the next cycle.
             with m.State("CHECK6"):
                 m.d.sync += [flags[i].eq(cond) for i, (cond, _) in enumerate(rules)]

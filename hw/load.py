@@ -24,7 +24,6 @@ from amaranth.lib.wiring import In, Out
 
 from .bus import MemPortSignature
 from .isa import ADDR_BITS, CB_BITS, DIM_BITS, IBUF_ADDR_BITS, EngineConfig
-from .util import SerialMultiplier
 
 __all__ = ["LoadOp", "LoadUnit"]
 
@@ -41,6 +40,9 @@ LoadOp = data.StructLayout({
     "pool_pad_l": 2,
     "out_h": DIM_BITS,   # pooled rows (pool mode)
     "out_w": DIM_BITS,   # pooled columns (pool mode)
+    # Products the sequencer computes once for the unit (one shared multiplier in the engine):
+    "n_words": 2 * DIM_BITS + CB_BITS,   # src_rows * src_w * cb: words read
+    "orw": DIM_BITS + CB_BITS,           # out_w * cb: words of one pooled row
 })
 
 
@@ -89,11 +91,10 @@ class LoadUnit(wiring.Component):
         cfg = self._cfg
         R = cfg.rows
         W = 8 * R
-        op = Signal(LoadOp)
-
-        m.submodules.mul = mul = SerialMultiplier(2 * DIM_BITS, DIM_BITS)
-        n_words = Signal(ADDR_BITS)
-        orw = Signal(2 * DIM_BITS)  # pooled row words: out_w * cb
+        # The operation is not latched: the sequencer holds it steady while the unit is busy.
+        op = self.op
+        n_words = op.n_words
+        orw = op.orw
 
         # ---- reader -----------------------------------------------------------------------
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=W, depth=self.FIFO_DEPTH)
@@ -127,20 +128,9 @@ class LoadUnit(wiring.Component):
 
         with m.FSM(name="load") as fsm:
             with m.State("IDLE"), m.If(self.start):
-                m.d.sync += op.eq(self.op)
-                m.next = "MUL0"
-            with m.State("MUL0"):
-                m.d.comb += [mul.start.eq(1), mul.a.eq(op.src_rows), mul.b.eq(op.src_w)]
-                m.next = "MUL1"
-            with m.State("MUL1"), m.If(mul.done):
-                m.d.comb += [mul.start.eq(1), mul.a.eq(mul.p), mul.b.eq(op.cb)]
-                m.next = "MUL2"
-            with m.State("MUL2"), m.If(mul.done):
-                m.d.sync += n_words.eq(mul.p)
-                m.d.comb += [mul.start.eq(1), mul.a.eq(op.out_w), mul.b.eq(op.cb)]
-                m.next = "MUL3"
-            with m.State("MUL3"), m.If(mul.done):
-                m.d.sync += [orw.eq(mul.p), rd_active.eq(1), rd_i.eq(0), rd_pix.eq(op.src), rd_cb.eq(0),
+                m.next = "START"
+            with m.State("START"):
+                m.d.sync += [rd_active.eq(1), rd_i.eq(0), rd_pix.eq(op.src), rd_cb.eq(0),
                              consumed.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"), m.If((consumed == n_words) & ~pipe_busy):
@@ -179,7 +169,7 @@ class LoadUnit(wiring.Component):
         h_second = Signal()              # H1 spends this cycle on its second emission
         last_state = Signal(W + 1)
 
-        with m.If(fsm.ongoing("MUL3")):
+        with m.If(fsm.ongoing("START")):
             m.d.sync += [nxt.ix.eq(0), nxt.cbi.eq(0), nxt.iy.eq(0), nxt.j_odd.eq(op.pool_pad_l[0]),
                          nxt.wj.eq(0), nxt.wcol.eq(0), nxt.wcol_m.eq(-op.cb), nxt.i_odd.eq(op.pool_pad_t[0]),
                          nxt.vi.eq(0), nxt.vb.eq(op.ibuf), nxt.vb_m.eq(op.ibuf - orw), h_valid.eq(0),

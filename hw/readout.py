@@ -46,7 +46,7 @@ class StoreUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        op = Signal(StoreOp)
+        op = self.op  # held steady by the sequencer while busy
         rd = Signal(IBUF_ADDR_BITS)
         left = Signal(24)            # pixels still to read
         cbi = Signal(CB_BITS)
@@ -56,8 +56,7 @@ class StoreUnit(wiring.Component):
         m.d.comb += [self.raw_valid.eq(pend), self.raw_addr.eq(pend_addr), self.raw_data.eq(self.ib_rdata)]
         with m.FSM() as fsm:
             with m.State("IDLE"), m.If(self.start):
-                m.d.sync += [op.eq(self.op), rd.eq(self.op.src), cbi.eq(0), pix_addr.eq(self.op.dst),
-                             left.eq(self.op.n_pix)]
+                m.d.sync += [rd.eq(op.src), cbi.eq(0), pix_addr.eq(op.dst), left.eq(op.n_pix)]
                 m.next = "RUN"
             with m.State("RUN"):
                 issue = (left != 0) & self.raw_ready
@@ -101,7 +100,7 @@ class GapUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R = self._R
-        op = Signal(GapOp)
+        op = self.op  # held steady by the sequencer while busy
         cbi = Signal(CB_BITS)
         p = Signal(24)
         rd = Signal(IBUF_ADDR_BITS)
@@ -122,7 +121,7 @@ class GapUnit(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"), m.If(self.start):
-                m.d.sync += [op.eq(self.op), cbi.eq(0), p.eq(0), rd.eq(self.op.src)]
+                m.d.sync += [cbi.eq(0), p.eq(0), rd.eq(op.src)]
                 m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(1)]

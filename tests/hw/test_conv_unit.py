@@ -80,6 +80,7 @@ def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, dil=1, out_hw
             "out_h": out_h, "out_w": out_w, "cout": cout,
             "zp_in": zp_in, "zp_out": 0, "act_min": -128, "act_max": 127,
             "wblob": wbase, "dst": 5000, "dst_ibuf": 0, "dst_pix": ocb,
+            "row_words": wd * cdiv(cin, R), "n_pix": out_h * out_w,
         })
         ctx.set(dut.start, 1)
         await ctx.tick()

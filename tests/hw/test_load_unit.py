@@ -57,7 +57,7 @@ def _run_load(cfg, x, *, pool=None, stall_seed=None, ibuf_base=3, src_pix=0):
 
     async def bench(ctx):
         op = {"src": src, "src_rows": h, "src_w": w, "cb": cb, "src_pix": src_pix, "ibuf": ibuf_base,
-              "out_h": out_h, "out_w": out_w}
+              "out_h": out_h, "out_w": out_w, "n_words": h * w * cb, "orw": out_w * cb}
         if pool:
             op.update(pool=1, pool_k=pool[0], pool_pad_t=pool[1], pool_pad_l=pool[2])
         ctx.set(dut.op, op)
