@@ -22,7 +22,7 @@ help:
 	@echo "make sim        all eight SqueezeNet 1.1 Fire modules in Verilator, bit-exact table"
 	@echo "make bench      cycle / utilization / simulator-speed benchmarks"
 	@echo "make test-slow  the long simulations (whole detectors on every picture, full-size link run)"
-	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|orangecrab-25f"
+	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|ecpix5-85f"
 	@echo "make lint       ruff"
 
 install: $(STAMP)

@@ -28,8 +28,8 @@ from .bus import CsrSignature, MemPortSignature
 from .conv import ConvOp, ConvUnit
 from .isa import (
     CB_BITS,
-    DIM_BITS,
     CMD_BITS,
+    DIM_BITS,
     ENGINE_ID,
     PROFILE_FIELDS,
     PROFILE_RECORD_BYTES,

@@ -151,8 +151,23 @@ class Runner:
         self.clock_mhz = clock_mhz
         self.progress = progress
         self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
-        self.program: Program = compile_graph(self.qgraph, self.config)
-        self.transport = open_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
+        if backend == "serial":
+            # The board decides the configuration: read it, compile for it, stage through its memory.
+            from sw.staging import board_transport, compile_for_board, connect_board
+
+            if port is None:
+                raise ValueError("the serial backend needs --port (a device such as /dev/ttyUSB1, or sim:<board>)")
+            board = connect_board(port)
+            try:
+                self.program, _ = compile_for_board(self.qgraph, board.config, board.mem_words)
+                self.config = self.program.config    # the board's, addresses widened for staging
+                self.transport = board_transport(board, self.program)
+            except BaseException:
+                board.close()
+                raise
+        else:
+            self.program: Program = compile_graph(self.qgraph, self.config)
+            self.transport = open_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
         self.session = Session(self.program, Driver(self.transport, self.config, timed=backend != "golden"))
 
     def close(self):

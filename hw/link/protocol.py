@@ -103,7 +103,7 @@ def crc16(data: bytes | bytearray | memoryview) -> int:
     return binascii.crc_hqx(data, CRC.initial_crc)
 
 
-class Op(enum.Enum, shape=8):
+class Op(enum.IntEnum, shape=8):
     """Request operations (see the module documentation for their fields)."""
 
     INFO = 0x01
@@ -114,7 +114,7 @@ class Op(enum.Enum, shape=8):
     WAIT = 0x06
 
 
-class LinkStatus(enum.Enum, shape=7):
+class LinkStatus(enum.IntEnum, shape=7):
     """The outcome of a request, in bits 0..6 of an answer's ``status``."""
 
     OK = 0

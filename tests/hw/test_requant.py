@@ -11,10 +11,8 @@ from quant.arith import requantize
 def _vectors(rng, n, lanes):
     out = []
     for i in range(n):
-        if i % 4 == 0:
-            acc = rng.integers(-5000, 5000, lanes)  # realistic accumulators
-        else:
-            acc = rng.integers(-2**31, 2**31, lanes)  # the whole int32 range
+        # realistic accumulators every fourth vector, else the whole int32 range
+        acc = rng.integers(-5000, 5000, lanes) if i % 4 == 0 else rng.integers(-2**31, 2**31, lanes)
         m0 = rng.integers(2**30, 2**31, lanes)
         if i % 7 == 3:
             m0 = rng.integers(-2**31, 2**31, lanes)  # any int32 multiplier, negative ones included

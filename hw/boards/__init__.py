@@ -1,0 +1,148 @@
+"""The boards the engine is built for: one :class:`BoardSpec` each, in :data:`BOARDS`.
+
+This table is the one place where a board's engine configuration, memory,
+clock and line rate are chosen; the board top (:mod:`hw.boards.top`), the
+build (:mod:`hw.boards.build`), the link test and ``docs/BOARDS.md`` all read
+it. Switching a board to a bigger array is a one-line change of its
+``engine``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from hw.isa import EngineConfig
+from hw.link.protocol import BOARD_IDS, DEFAULT_BAUD
+
+__all__ = ["BoardSpec", "BOARDS", "board"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BoardSpec:
+    """One board: its platform, device budget and the engine built for it.
+
+    Attributes
+    ----------
+    name : str
+        The ``make bitstream BOARD=`` name.
+    title : str
+    platform : str
+        ``module:Class`` of the amaranth-boards platform.
+    family : str
+        ``ice40`` or ``ecp5``.
+    device : str
+        Part name, for reports.
+    budget : dict
+        What the device has: ``lut``, ``ff``, ``dsp`` (8x8-capable multiplier
+        blocks: SB_MAC16 / MULT18X18D), ``bram`` (SB_RAM40_4K / DP16KD),
+        ``spram``.
+    engine : EngineConfig
+    mem_words : int
+        Words of on-chip memory behind the engine's port.
+    storage : str
+        ``spram`` (iCE40 UltraPlus SB_SPRAM256KA) or ``bram``.
+    clk_hz : int
+        The PLL's target: the clock of the link and the engine.
+    baud : int
+        UART rate (a divisor of ``clk_hz`` within 1 %).
+    frame_timeout_s : float
+        Silence that ends a frame in progress.
+    synth_opts : str
+        Extra ``synth_<family>`` options.
+    """
+
+    name: str
+    title: str
+    platform: str
+    family: str
+    device: str
+    budget: dict
+    engine: EngineConfig
+    mem_words: int
+    storage: str
+    clk_hz: int
+    baud: int = DEFAULT_BAUD
+    frame_timeout_s: float = 0.01
+    synth_opts: str = ""
+
+    def __post_init__(self):
+        if self.family not in ("ice40", "ecp5"):
+            raise ValueError(f"board {self.name}: family must be ice40 or ecp5, got {self.family!r}")
+        if self.mem_words > 1 << self.engine.mem_addr_bits:
+            raise ValueError(f"board {self.name}: {self.mem_words} words of memory need more than "
+                             f"mem_addr_bits={self.engine.mem_addr_bits}")
+        div = self.clk_hz / self.baud
+        if abs(round(div) - div) / div > 0.01 or round(div) < 4:
+            raise ValueError(f"board {self.name}: {self.clk_hz} Hz / {self.baud} baud = {div:.2f} is not an "
+                             f"integer divisor >= 4 within 1 %")
+
+    @property
+    def board_id(self) -> int:
+        return BOARD_IDS[self.name]
+
+    @property
+    def divisor(self) -> int:
+        """Clock cycles per UART bit."""
+        return round(self.clk_hz / self.baud)
+
+    @property
+    def mem_bytes(self) -> int:
+        return self.mem_words * self.engine.rows
+
+    @property
+    def peak_gops(self) -> float:
+        """2 x MACs per cycle x clock, in GOPS."""
+        return 2 * self.engine.macs_per_cycle * self.clk_hz / 1e9
+
+    def make_platform(self):
+        """An instance of the board's amaranth-boards platform."""
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
+    BoardSpec(
+        name="icebreaker", title="1BitSquared iCEBreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        family="ice40", device="iCE40UP5K-SG48",
+        budget={"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30, "spram": 4},
+        # 4x4: 16 MACs per cycle. The accumulator banks are cols x 32 bits wide and an SB_RAM40_4K is
+        # 16 bits wide, so each bank takes 2 * cols block RAMs whatever its depth up to 256: 2x8 would
+        # need 32 of the 30 for the banks alone, 4x4 needs 16. SqueezeNet 1.1 needs ibuf_depth >= 2048
+        # at 4 rows (fire3's 55-pixel row of 128 channels is 1760 words).
+        engine=EngineConfig(rows=4, cols=4, ibuf_depth=2048, acc_depth=256, mem_addr_bits=15, pool_max_cb=64),
+        mem_words=32768, storage="spram",   # the four SPRAMs: 128 KiB
+        clk_hz=48_000_000, synth_opts="-dsp"),
+    BoardSpec(
+        name="ulx3s-85f", title="Radiona ULX3S (85F)", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        family="ecp5", device="LFE5U-85F-6BG381C",
+        budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
+        # 4x32: 128 MACs per cycle on 128 MULT18X18D, and 16 for the 4 requantizer lanes: 144 of 156.
+        # (8x16 needs 128 + 32 = 160 until the requantizer is time-multiplexed.) An 8192-word buffer keeps
+        # SqueezeNet's bands small enough to stage through the board's memory.
+        engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
+        mem_words=57344, storage="bram",    # 112 DP16KD: 224 KiB
+        clk_hz=105_000_000),
+    BoardSpec(
+        name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
+        family="ecp5", device="LFE5UM5G-85F-8BG554C",
+        budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
+        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART.
+        engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
+        mem_words=57344, storage="bram",
+        clk_hz=105_000_000),
+)}
+
+
+def board(name: str) -> BoardSpec:
+    """The board called ``name``.
+
+    Raises
+    ------
+    KeyError
+        With the list of known boards.
+    """
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise KeyError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None

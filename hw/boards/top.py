@@ -1,0 +1,154 @@
+"""Board tops: the engine, its on-chip memory, the UART link, a memory arbiter, the PLL.
+
+::
+
+     FTDI UART ──rx──► UARTLink ──csr──────────────► Engine ──irq──► LED
+              ◄─tx───     │                             │
+                          └──mem──► MemArbiter ◄──mem───┘
+                                        │
+                                  OnChipMemory (SPRAM / block RAM)
+
+:class:`BoardCore` is everything but the clock and the pins; the Verilator
+link test (:mod:`sim.link_top`) builds exactly it. :class:`BoardTop` adds the
+PLL, the reset and the board's resources, for ``platform.build``.
+"""
+
+
+from amaranth.build import ResourceError, Subsignal
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.arbiter import MemArbiter
+from hw.engine import Engine
+from hw.isa import Ctrl, Reg
+from hw.link import UARTLink
+
+from . import BoardSpec
+from .memory import OnChipMemory
+from .pll import BoardClock
+
+__all__ = ["BoardCore", "BoardTop"]
+
+
+class BoardCore(wiring.Component):
+    """Engine + on-chip memory + UART link + arbiter, in one ``sync`` domain.
+
+    Parameters
+    ----------
+    spec : BoardSpec
+        The board (engine configuration, memory, clock, line rate).
+    divisor : int or None
+        Clock cycles per UART bit; default ``spec.clk_hz // spec.baud``. A
+        simulation uses a small one so that a byte takes few cycles.
+    frame_timeout : int or None
+        Cycles of silence that end a frame in progress; default
+        ``spec.frame_timeout_s`` at ``spec.clk_hz``.
+    engine : wiring.Component or None
+        The accelerator, default ``Engine(spec.engine)``. Tests put a stand-in
+        with the same members here (``sim.fixtures.CopyEngine``).
+
+    Members
+    -------
+    rx : ``In(1)``, tx : ``Out(1)``
+        The UART lines (host to board, board to host), idle high.
+    irq : ``Out(1)``
+        The engine's interrupt (``STATUS`` has DONE or ERROR).
+    busy : ``Out(1)``
+        The engine is running.
+    link_active : ``Out(1)``
+        A frame is being received or answered.
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    irq: Out(1)
+    busy: Out(1)
+    link_active: Out(1)
+
+    def __init__(self, spec: "BoardSpec", *, divisor: int | None = None, frame_timeout: int | None = None,
+                 engine=None):
+        self.spec = spec
+        cfg = spec.engine
+        self.divisor = spec.divisor if divisor is None else divisor
+        self.frame_timeout = (max(16, round(spec.frame_timeout_s * spec.clk_hz)) if frame_timeout is None
+                              else frame_timeout)
+        self.engine = Engine(cfg) if engine is None else engine
+        baud = spec.baud if divisor is None else spec.clk_hz // self.divisor
+        self.link = UARTLink(divisor=self.divisor, word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
+                             mem_words=spec.mem_words, frame_timeout=self.frame_timeout, board=spec.board_id,
+                             clk_hz=spec.clk_hz, baud=baud)
+        self.memory = OnChipMemory(word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits, mem_words=spec.mem_words,
+                                   storage=spec.storage)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.spec.engine
+        m.submodules.engine = engine = self.engine
+        m.submodules.link = link = self.link
+        m.submodules.memory = memory = self.memory
+        # Reads in flight are bounded by the memory's answer queue anyway; a few tags suffice.
+        m.submodules.arbiter = arb = MemArbiter(n=2, word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
+                                                max_reads=4)
+        wiring.connect(m, engine.mem, arb.i0)
+        wiring.connect(m, link.mem, arb.i1)
+        wiring.connect(m, arb.o, memory.bus)
+        wiring.connect(m, link.csr, engine.csr)
+        # A run in progress, for an LED: from the START the link wrote to the end the engine signals.
+        busy = Signal()
+        with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
+            m.d.sync += busy.eq(1)
+        with m.If(engine.irq):
+            m.d.sync += busy.eq(0)
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), self.irq.eq(engine.irq), self.busy.eq(busy),
+                     self.link_active.eq(link.active)]
+        return m
+
+
+class BoardTop(Elaboratable):
+    """The bitstream's top: :class:`BoardCore` on the board's PLL clock, UART and LEDs.
+
+    Parameters
+    ----------
+    spec : BoardSpec
+    engine : wiring.Component or None
+        Passed to :class:`BoardCore` (default: the engine); a stand-in
+        measures what the rest of the top costs.
+
+    LEDs (where the board has them): 0 the engine's ``irq``, 1 a run in
+    progress, 2 link activity.
+    """
+
+    def __init__(self, spec: BoardSpec, *, engine=None):
+        self.spec = spec
+        self.core = BoardCore(spec, engine=engine)
+
+    def elaborate(self, platform):
+        m = Module()
+        spec = self.spec
+        f_in = platform.default_clk_frequency
+        m.domains.sync = ClockDomain("sync")
+        if spec.family == "ice40":
+            pad = platform.request(platform.default_clk, dir="-")
+            m.submodules.clock = clock = BoardClock(family="ice40", f_in=f_in, f_out=spec.clk_hz, clk_pad=pad)
+        else:
+            m.submodules.osc = osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.submodules.clock = clock = BoardClock(family="ecp5", f_in=f_in, f_out=spec.clk_hz)
+            m.d.comb += clock.clk_in.eq(osc.i)
+        m.d.comb += ClockSignal("sync").eq(clock.clk)
+        m.submodules.core = core = self.core
+        # Every subsignal raw (some boards add rts/dtr to the FTDI UART); only rx and tx are used.
+        subs = [sub.name for sub in platform.lookup("uart", 0).ios if isinstance(sub, Subsignal)]
+        uart = platform.request("uart", 0, dir={name: "-" for name in subs})
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
+        for i, sig in enumerate((core.irq, core.busy, core.link_active)):
+            try:
+                pin = platform.request("led", i, dir="-")
+            except ResourceError:   # fewer LEDs on this board
+                break
+            m.submodules[f"led_{i}"] = led = io.Buffer("o", pin)
+            m.d.comb += led.o.eq(sig)
+        return m

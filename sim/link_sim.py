@@ -1,0 +1,448 @@
+"""The board top in Verilator with a simulated serial port: the host link proven end to end.
+
+:class:`LinkSimulation` builds :class:`sim.link_top.LinkSimTop` (the board's
+:class:`~hw.boards.top.BoardCore`: link, bridge, arbiter, on-chip memory,
+engine) with :func:`sim.build.build`, starts the cocotb module
+:mod:`sim.link_server` in a background thread and gives the host a
+:class:`SimSerialPort`: an object with pyserial's interface whose bytes
+travel, bit by bit, over the board's simulated UART pins. Hand it to
+:class:`sw.backends.serial.SerialBackend` and the real driver talks to the
+simulated board.
+
+:class:`FaultyPort` wraps any such port (a real one too) and corrupts the
+byte stream by a seeded plan: flipped bits, dropped bytes, frames cut short,
+lost frames, corrupted or lost answers, a board that stops answering.
+
+Example::
+
+    with LinkSimulation("icebreaker") as sim:
+        be = SerialBackend(FaultyPort(sim.port, seed=1, rate=0.05), spec.engine, timeout=2.0)
+        ...
+        print(be.report(), sim.cycles())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from hw.boards import board as board_spec
+from sw.transport import TransportError
+
+__all__ = ["LinkSimulation", "SimSerialPort", "FaultyPort", "FAULTS", "open_sim_port"]
+
+log = logging.getLogger(__name__)
+
+
+class SimSerialPort:
+    """A pyserial-like port whose other end is the simulated board's UART.
+
+    ``write`` queues bytes for the line; ``flush`` returns once they have all
+    been driven onto the board's ``rx`` pin; ``read(n)`` returns up to ``n``
+    bytes the board sent, waiting at most :attr:`timeout` seconds for them.
+    ``break_condition = True`` queues a line break (24 bit times low).
+    """
+
+    def __init__(self, sim: LinkSimulation):
+        self._sim = sim
+        self._buf = bytearray()
+        self._cv = threading.Condition()
+        self.timeout: float | None = 1.0
+        self.port = f"sim:{sim.spec.name}"
+        self.owns_simulation = False
+
+    # fed by the simulation's reader thread
+    def _deliver(self, data: bytes) -> None:
+        with self._cv:
+            self._buf += data
+            self._cv.notify_all()
+
+    @property
+    def in_waiting(self) -> int:
+        with self._cv:
+            return len(self._buf)
+
+    def read(self, size: int = 1) -> bytes:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with self._cv:
+            while len(self._buf) < size:
+                self._sim._check_alive()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cv.wait(0.05 if remaining is None else min(remaining, 0.05))
+            out = bytes(self._buf[:size])
+            del self._buf[:size]
+            return out
+
+    def write(self, data: bytes) -> int:
+        self._sim._send({"op": "write"}, bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Wait until everything written is on the wire."""
+        self._sim._request("drain")
+
+    def reset_input_buffer(self) -> None:
+        with self._cv:
+            self._buf.clear()
+
+    @property
+    def break_condition(self) -> bool:
+        return False
+
+    @break_condition.setter
+    def break_condition(self, on: bool) -> None:
+        if on:
+            self._sim._send({"op": "break", "bits": 24})
+
+    def close(self) -> None:
+        """Shut the simulation down if this port owns it (:func:`open_sim_port`); else nothing."""
+        if self.owns_simulation:
+            self._sim.close()
+
+
+class LinkSimulation:
+    """A board's :class:`~sim.link_top.LinkSimTop` running in Verilator, reachable as a serial port.
+
+    Parameters
+    ----------
+    board : str
+        A key of :data:`hw.boards.BOARDS`.
+    divisor : int
+        Clock cycles per UART bit in the simulation.
+    frame_timeout : int or None
+        The board's frame timeout in cycles (default: 64 byte times).
+    build_dir : path or None
+        Build root (default ``sim_build/``).
+    verbose : bool
+        Show the build and simulator output.
+    waves : bool or None
+        FST waveform (default: ``WAVES``).
+    start_timeout : float
+        Seconds for the simulator to come up after the build.
+
+    Attributes
+    ----------
+    port : SimSerialPort
+    build : sim.build.Build
+    spec : hw.boards.BoardSpec
+    """
+
+    def __init__(self, board: str = "icebreaker", *, divisor: int = 8, frame_timeout: int | None = None,
+                 build_dir=None, verbose: bool = False, waves: bool | None = None, start_timeout: float = 120.0):
+        from sim.build import build, setup_verilator_env, verilator_runner
+        from sim.link_top import LinkSimTop
+        from sim.server import ENV_META, ENV_SOCKET
+
+        self.spec = board_spec(board)
+        self._closed = False
+        self._sock = None
+        self._thread = None
+        self._reader = None
+        self._error = None
+        self._pid = None
+        self._replies: dict[int, dict] = {}
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self.bye: dict | None = None
+
+        top = LinkSimTop(self.spec, divisor=divisor, frame_timeout=frame_timeout)
+        self.divisor = top.divisor
+        self.frame_timeout = top.frame_timeout
+        setup_verilator_env()
+        self.build = build(top, build_root=build_dir, waves=waves, verbose=verbose)
+        log.info("link model %s (%s, %.1f s)", self.build.directory, "cached" if self.build.cached else "built",
+                 self.build.seconds)
+        self._tmp = Path(tempfile.mkdtemp(prefix="kindling-link-"))
+        test_dir = self._tmp
+        if self.build.waves:
+            test_dir = self.build.directory / f"run-{os.getpid()}-{time.strftime('%H%M%S')}"
+            test_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = None if verbose else self._tmp / "sim.log"
+        sock_path = str(self._tmp / "sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(sock_path)
+        listener.listen(1)
+        listener.settimeout(0.5)
+        runner = verilator_runner(self.build.metadata.get("public_all", False))
+        if not verbose:
+            runner.log.setLevel(logging.WARNING)
+        env = {ENV_SOCKET: sock_path, ENV_META: str(self.build.directory / "kindling_build.json"),
+               "COCOTB_LOG_LEVEL": "INFO" if verbose else "WARNING"}
+
+        def run_sim():
+            try:
+                runner.test(test_module="sim.link_server", hdl_toplevel=self.build.toplevel,
+                            hdl_toplevel_lang="verilog", build_dir=self.build.directory, test_dir=test_dir,
+                            extra_env=env, log_file=self.log_path, results_xml=str(self._tmp / "results.xml"),
+                            waves=self.build.waves)
+            except BaseException as exc:
+                self._error = exc
+
+        self._thread = threading.Thread(target=run_sim, name="kindling-link-sim", daemon=True)
+        self._thread.start()
+        t0 = time.monotonic()
+        try:
+            while True:
+                try:
+                    self._sock, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    if not self._thread.is_alive():
+                        raise TransportError(f"the simulator exited before connecting ({self._error!r})"
+                                             f"{self._log_tail()}") from None
+                    if time.monotonic() - t0 > start_timeout:
+                        raise TransportError(f"the simulator did not connect within {start_timeout} s"
+                                             f"{self._log_tail()}") from None
+        except BaseException:
+            listener.close()
+            self.close()
+            raise
+        listener.close()
+        from sim.server import recv_msg
+
+        hello, _ = recv_msg(self._sock)
+        self._pid = hello["pid"]
+        self.period_steps = hello["period_steps"]
+        self.start_seconds = time.monotonic() - t0
+        self.port = SimSerialPort(self)
+        self._reader = threading.Thread(target=self._read_loop, name="kindling-link-reader", daemon=True)
+        self._reader.start()
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n--- simulator log (tail) ---\n" + "\n".join(tail)
+
+    def _read_loop(self):
+        from sim.server import recv_msg
+
+        while True:
+            try:
+                msg = recv_msg(self._sock)
+            except OSError:
+                msg = None
+            if msg is None:
+                with self._cv:
+                    self._error = self._error or EOFError("the simulator closed the connection")
+                    self._cv.notify_all()
+                return
+            head, payload = msg
+            op = head.get("op")
+            if op == "read":
+                self.port._deliver(bytes(payload))
+            elif op == "bye":
+                with self._cv:
+                    self.bye = head
+                    self._cv.notify_all()
+            else:
+                with self._cv:
+                    self._replies[head["id"]] = head
+                    self._cv.notify_all()
+
+    def _check_alive(self):
+        if self._closed:
+            raise TransportError("the link simulation is closed")
+        if self._error is not None and self.bye is None:
+            raise TransportError(f"lost the simulator: {self._error!r}{self._log_tail()}")
+
+    def _send(self, header: dict, payload: bytes = b"") -> None:
+        from sim.server import send_msg
+
+        self._check_alive()
+        try:
+            with self._lock:
+                send_msg(self._sock, header, payload)
+        except OSError as exc:
+            raise TransportError(f"lost the simulator: {exc}{self._log_tail()}") from exc
+
+    def _request(self, op: str, timeout: float = 600.0) -> dict:
+        with self._cv:
+            ident = self._next_id
+            self._next_id += 1
+        self._send({"op": op, "id": ident})
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while ident not in self._replies:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise TransportError(f"the simulator did not answer {op} within {timeout} s")
+                self._cv.wait(0.1)
+            return self._replies.pop(ident)
+
+    # ---- API ---------------------------------------------------------------------------------
+
+    def cycles(self) -> int:
+        """Simulated clock cycles since the board top left reset."""
+        return self._request("cycles")["value"]
+
+    def close(self) -> None:
+        """Shut the simulator down (idempotent)."""
+        if self._closed:
+            return
+        if self._sock is not None:
+            with contextlib.suppress(OSError, TransportError):
+                self._send({"op": "shutdown"})
+                deadline = time.monotonic() + 10
+                with self._cv:
+                    while self.bye is None and self._error is None and time.monotonic() < deadline:
+                        self._cv.wait(0.1)
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            if self._thread.is_alive() and self._pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(self._pid, signal.SIGKILL)
+                self._thread.join(timeout=10)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+#: What :class:`FaultyPort` can do to a write (a request frame) or to the answer that follows it.
+FAULTS = ("flip", "drop", "cut", "lose", "flip_answer", "drop_answer", "lose_answer")
+
+
+class FaultyPort:
+    """A serial-like port that corrupts traffic by a seeded plan, around another port.
+
+    Each ``write`` is one request frame (what :class:`sw.backends.serial.SerialBackend`
+    does). A fault hits a write with probability ``rate`` (kind drawn
+    uniformly from ``kinds``), or as ``schedule`` says (``{write number:
+    kind}``, counting from 1):
+
+    ``flip``
+        one random bit of one random byte of the request inverted;
+    ``drop``
+        one random byte of the request left out;
+    ``cut``
+        the request stops after a random number of its bytes (a frame cut short);
+    ``lose``
+        the whole request lost;
+    ``flip_answer``, ``drop_answer``, ``lose_answer``
+        the same to the answer that comes back.
+
+    While :attr:`stuck` is set, nothing goes through in either direction (a
+    board that hangs). :attr:`injected` lists ``(write number, kind)``.
+    """
+
+    def __init__(self, port, *, seed: int, rate: float = 0.0, kinds=FAULTS, schedule: dict | None = None):
+        bad = [k for k in kinds if k not in FAULTS] + [k for k in (schedule or {}).values() if k not in FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault kinds {bad}; choose from {FAULTS}")
+        self.__dict__["_port"] = port
+        self._rng = random.Random(seed)
+        self._rate = rate
+        self._kinds = tuple(kinds)
+        self._schedule = dict(schedule or {})
+        self._writes = 0
+        self._answer_fault = None
+        self.injected: list[tuple[int, str]] = []
+        self.stuck = False
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_port"], name)
+
+    def __setattr__(self, name, value):
+        if name in ("timeout", "break_condition"):
+            setattr(self._port, name, value)
+        else:
+            self.__dict__[name] = value
+
+    @property
+    def timeout(self):
+        return self._port.timeout
+
+    def schedule_next(self, kind: str) -> None:
+        """Give the next write the fault ``kind``."""
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault kind {kind!r}; choose from {FAULTS}")
+        self._schedule[self._writes + 1] = kind
+
+    def write(self, data: bytes) -> int:
+        data = bytearray(data)
+        self._writes += 1
+        if self.stuck:
+            return len(data)
+        kind = self._schedule.get(self._writes)
+        if kind is None and self._rate and self._rng.random() < self._rate:
+            kind = self._rng.choice(self._kinds)
+        if kind is not None:
+            self.injected.append((self._writes, kind))
+        rng = self._rng
+        if kind == "flip":
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == "drop":
+            del data[rng.randrange(len(data))]
+        elif kind == "cut":
+            del data[rng.randrange(1, len(data)):]
+        elif kind == "lose":
+            data = bytearray()
+        elif kind in ("flip_answer", "drop_answer", "lose_answer"):
+            self._answer_fault = kind
+        if data:
+            self._port.write(bytes(data))
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        if self.stuck:
+            time.sleep(self._port.timeout or 0)
+            self._port.reset_input_buffer()
+            return b""
+        data = bytearray(self._port.read(size))
+        if data and self._answer_fault is not None:
+            kind, self._answer_fault = self._answer_fault, None
+            rng = self._rng
+            if kind == "flip_answer":
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            elif kind == "drop_answer":
+                del data[rng.randrange(len(data))]
+            else:   # the answer never arrives: swallow it whole once it is all in
+                time.sleep(0.05)
+                self._port.reset_input_buffer()
+                data.clear()
+        return bytes(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return 0 if self.stuck else self._port.in_waiting
+
+
+
+def open_sim_port(name: str, **kw) -> SimSerialPort:
+    """A serial port to a simulated board, from a port name ``sim:<board>`` (the board top in Verilator).
+
+    Closing the port shuts the simulation down; ``kw`` go to :class:`LinkSimulation`.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not ``sim:<board>``.
+    """
+    if not name.startswith("sim:"):
+        raise ValueError(f"a simulated port is named sim:<board>, got {name!r}")
+    port = LinkSimulation(name[4:], **kw).port
+    port.owns_simulation = True
+    return port
