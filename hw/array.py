@@ -76,12 +76,15 @@ class SystolicArray(wiring.Component):
         m = Module()
         R, C = self._rows, self._cols
 
+        # The data path has no reset (reset_less): its values are only ever read under the control's
+        # valid flags, which do reset, and a reset net to every data flip-flop is a fan-out of tens of
+        # thousands that nextpnr routes through general routing on ECP5.
         # Input skew: row r sees the vector r cycles late.
         a_in, s_in = [], []
         for r in range(R):
             a, s = self.a[r], self.wsel
             for k in range(r):
-                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}")
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}", reset_less=True)
                 s_d = Signal(name=f"skew_s_{r}_{k}")
                 m.d.sync += [a_d.eq(a), s_d.eq(s)]
                 a, s = a_d, s_d
@@ -92,11 +95,11 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             a_left, s_left = a_in[r], s_in[r]
             for c in range(C):
-                a_reg = Signal(signed(8), name=f"a_{r}_{c}")
+                a_reg = Signal(signed(8), name=f"a_{r}_{c}", reset_less=True)
                 s_reg = Signal(name=f"s_{r}_{c}")
                 w0 = Signal(signed(8), name=f"w0_{r}_{c}")
                 w1 = Signal(signed(8), name=f"w1_{r}_{c}")
-                p = Signal(signed(self._psum_bits), name=f"p_{r}_{c}")
+                p = Signal(signed(self._psum_bits), name=f"p_{r}_{c}", reset_less=True)
                 m.d.sync += [a_reg.eq(a_left), s_reg.eq(s_left)]
                 with m.If(self.w_we & (self.w_col == c)):
                     with m.If(self.w_buf):
@@ -109,7 +112,7 @@ class SystolicArray(wiring.Component):
                     m.d.comb += w.eq(w1)
                 # The product is registered before the add (a DSP's own output register): the
                 # multiplier and the adder are separate stages, every PE one cycle later.
-                prod = Signal(signed(16), name=f"m_{r}_{c}")
+                prod = Signal(signed(16), name=f"m_{r}_{c}", reset_less=True)
                 m.d.sync += prod.eq(a_reg * w)
                 m.d.sync += p.eq(prod if r == 0 else psum_prev[c] + prod)
                 psum_prev[c] = p
@@ -119,7 +122,7 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             v = psum_prev[c]
             for k in range(C - 1 - c):
-                v_d = Signal(signed(self._psum_bits), name=f"deskew_{c}_{k}")
+                v_d = Signal(signed(self._psum_bits), name=f"deskew_{c}_{k}", reset_less=True)
                 m.d.sync += v_d.eq(v)
                 v = v_d
             m.d.comb += self.psum[c].eq(v)

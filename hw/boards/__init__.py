@@ -50,6 +50,8 @@ class BoardSpec:
         Silence that ends a frame in progress.
     synth_opts : str
         Extra ``synth_<family>`` options.
+    pnr_opts : str
+        Extra nextpnr options.
     """
 
     name: str
@@ -65,6 +67,7 @@ class BoardSpec:
     baud: int = DEFAULT_BAUD
     frame_timeout_s: float = 0.01
     synth_opts: str = ""
+    pnr_opts: str = ""
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
@@ -119,18 +122,23 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
         # 4x32: 128 MACs per cycle on 128 MULT18X18D, and 16 for the 4 requantizer lanes: 144 of 156.
         # (8x16 needs 128 + 32 = 160 until the requantizer is time-multiplexed.) An 8192-word buffer keeps
-        # SqueezeNet's bands small enough to stage through the board's memory.
+        # SqueezeNet's bands small enough to stage through the board's memory; RFSong-779 needs more
+        # than 64 KiB of it to stage (its 300-pixel rows).
         engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
         mem_words=57344, storage="bram",    # 112 DP16KD: 224 KiB
-        clk_hz=105_000_000),
+        # 30 MHz (25 x 6/5): placed for 105 MHz, the top reached 36-38 MHz in nextpnr's estimate after
+        # placement. Routing does not converge yet with either router (docs/BOARDS.md); router2 gets closest.
+        clk_hz=30_000_000,
+        pnr_opts="--router router2"),
     BoardSpec(
         name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
         family="ecp5", device="LFE5UM5G-85F-8BG554C",
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
-        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART.
+        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine.
         engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
         mem_words=57344, storage="bram",
-        clk_hz=105_000_000),
+        clk_hz=30_000_000,                  # 100 x 3/10, as the ULX3S
+        pnr_opts="--router router2"),
 )}
 
 

@@ -141,17 +141,30 @@ def _versions(env: dict) -> dict:
     return out
 
 
-def _run(cmd: list[str], cwd: Path, env: dict, log, *, echo: bool, t0: float, heartbeat: float = 30.0) -> int:
-    """Run ``cmd``, its output to ``log``; progress lines (and a heartbeat) to the console."""
+#: Exit status of a flow stopped by its time limit.
+TIME_LIMIT_RC = -1000
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, log, *, echo: bool, t0: float, heartbeat: float = 30.0,
+         time_limit: float | None = None) -> int:
+    """Run ``cmd``, its output to ``log``; progress lines (and a heartbeat) to the console.
+
+    Past ``time_limit`` seconds (nextpnr's router has no iteration limit: on a
+    congested design it loops for ever) the tool is stopped and
+    :data:`TIME_LIMIT_RC` returned.
+    """
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1)
-    state = {"last": "", "t": time.monotonic()}
+                            errors="replace", bufsize=1, start_new_session=True)
+    state = {"last": "", "t": time.monotonic(), "limit": False}
     done = threading.Event()
 
     def beat():
         while not done.wait(heartbeat):
             if echo:
                 print(f"  [{time.monotonic() - t0:6.0f} s] ... {state['last'][:100]}", flush=True)
+            if time_limit is not None and time.monotonic() - t0 > time_limit and proc.poll() is None:
+                state["limit"] = True
+                os.killpg(proc.pid, 15)
 
     th = threading.Thread(target=beat, daemon=True)
     th.start()
@@ -163,7 +176,8 @@ def _run(cmd: list[str], cwd: Path, env: dict, log, *, echo: bool, t0: float, he
                 state["last"] = s
             if echo and _PROGRESS.search(line):
                 print(f"  [{time.monotonic() - t0:6.0f} s] {s[:140]}", flush=True)
-        return proc.wait()
+        rc = proc.wait()
+        return TIME_LIMIT_RC if state["limit"] else rc
     finally:
         done.set()
         log.flush()
@@ -196,7 +210,7 @@ def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, s
 
     engine = ShellEngine(spec.engine) if shell else None
     platform = spec.make_platform()
-    nextpnr_opts = f"--report nextpnr_report.json --timing-allow-fail --seed {seed}"
+    nextpnr_opts = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} {spec.pnr_opts}".rstrip()
     # verbose: the tools' own progress goes to build.log (and the filtered lines to the console).
     plan = platform.prepare(BoardTop(spec, engine=engine), name="top", synth_opts=spec.synth_opts, verbose=True,
                             script_after_synth="tee -q -o synth_stat.txt stat", nextpnr_opts=nextpnr_opts)
@@ -276,8 +290,11 @@ def _critical_path(report: dict, log_text: str) -> list[str]:
 
 
 def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: int = 1,
-                echo: bool = True, shell: bool = False) -> dict:
+                echo: bool = True, shell: bool = False, time_limit: float | None = 3600.0) -> dict:
     """Build the bitstream of board ``name`` and return (and write) its report.
+
+    ``time_limit`` (seconds, None for none) stops a flow that runs longer:
+    the report then says so, with the router's last line.
 
     ``shell`` builds the top with :class:`ShellEngine` in place of the
     engine: what the link, the memory, the arbiter and the PLL cost alone.
@@ -300,7 +317,7 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
     t_elab = time.monotonic() - t0
     log_path = build_dir / "build.log"
     with open(log_path, "w") as log:
-        rc = _run(["sh", script.name], build_dir, env, log, echo=echo, t0=t0)
+        rc = _run(["sh", script.name], build_dir, env, log, echo=echo, t0=t0, time_limit=time_limit)
     total = time.monotonic() - t0
     log_text = log_path.read_text(errors="replace")
     pnr = {}
@@ -326,7 +343,11 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
     achieved = min((f["achieved_mhz"] for f in fmax.values()), default=None)
     met = bool(fmax) and all(f["achieved_mhz"] >= f["constraint_mhz"] for f in fmax.values())
     fits = rc == 0 or "nextpnr_report.json" in os.listdir(build_dir)
-    if rc != 0:
+    if rc == TIME_LIMIT_RC:
+        last = [ln for ln in log_text.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        error = (f"stopped after the {time_limit:.0f} s time limit (--time-limit); nextpnr's last line: "
+                 f"{last[0].strip()[:160]}")
+    elif rc != 0:
         m = re.search(r"ERROR: (.*)", log_text)
         error = m.group(1) if m else f"the flow failed (exit {rc}); see {log_path}"
         fits = not re.search(r"(Unable to place|too many|exceeds|No more|not enough|Design uses)", error, re.I)
@@ -389,6 +410,8 @@ def main(argv=None) -> int:
     ap.add_argument("--build-dir", help="default: build/<board>")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default %(default)s)")
     ap.add_argument("--synth-only", action="store_true", help="Yosys only: cell counts against the device")
+    ap.add_argument("--time-limit", type=float, default=60.0,
+                    help="minutes before a flow is stopped (the router may not converge; default %(default)g)")
     ap.add_argument("--shell", action="store_true",
                     help="registers only (ShellEngine) in place of the engine: what the rest of the top costs")
     args = ap.parse_args(argv)
@@ -398,7 +421,8 @@ def main(argv=None) -> int:
             print(json.dumps(r, indent=2))
             return 2 if r["over"] else 0
         r = build_board(args.board, args.build_dir or (str(REPO_ROOT / "build" / f"{args.board}-shell")
-                                                       if args.shell else None), seed=args.seed, shell=args.shell)
+                                                       if args.shell else None), seed=args.seed, shell=args.shell,
+                        time_limit=args.time_limit * 60 if args.time_limit > 0 else None)
     except ToolsMissing as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
