@@ -22,8 +22,8 @@ pytestmark = pytest.mark.fpga
 #: Boards whose top does not fit its device today, and why. The fit test is an expected failure for them
 #: (strict: it fails as soon as they fit, so that this entry is removed).
 KNOWN_NOT_FITTING = {
-    "icebreaker": "the engine needs about 3x the UP5K's logic cells, 4x its DSPs and more block RAMs than it has "
-                  "(docs/BOARDS.md); the arithmetic is being fitted (issue 4)",
+    "icebreaker": "the engine needs more than twice the UP5K's logic cells, more DSPs and block RAMs than it has; "
+                  "fitting it is a datapath redesign for this device (docs/BOARDS.md, issue 4)",
 }
 
 
