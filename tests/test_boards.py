@@ -169,10 +169,7 @@ def test_board_shell_bitstream_meets_timing(tmp_path):
 
 #: Boards whose top fits but does not route yet: the router runs to the flow's time limit (an hour) and fails.
 #: Not run here for that reason; ``make bitstream BOARD=...`` is the command that tries.
-KNOWN_NOT_ROUTING = {
-    "ulx3s-85f": "nextpnr's router does not converge on the engine top (docs/BOARDS.md, issue 4)",
-    "ecpix5-85f": "nextpnr's router does not converge on the engine top (docs/BOARDS.md, issue 4)",
-}
+KNOWN_NOT_ROUTING: dict[str, str] = {}
 
 
 @pytest.mark.slow

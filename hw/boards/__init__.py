@@ -120,24 +120,22 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         name="ulx3s-85f", title="Radiona ULX3S (85F)", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         family="ecp5", device="LFE5U-85F-6BG381C",
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
-        # 4x32: 128 MACs per cycle on 128 MULT18X18D, and 16 for the 4 requantizer lanes: 144 of 156.
-        # (8x16 needs 128 + 32 = 160 until the requantizer is time-multiplexed.) An 8192-word buffer keeps
-        # SqueezeNet's bands small enough to stage through the board's memory; RFSong-779 needs more
-        # than 64 KiB of it to stage (its 300-pixel rows).
-        engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
-        mem_words=57344, storage="bram",    # 112 DP16KD: 224 KiB
-        # 30 MHz (25 x 6/5): placed for 105 MHz, the top reached 36-38 MHz in nextpnr's estimate after
-        # placement. Routing does not converge yet with either router (docs/BOARDS.md); router2 gets closest.
-        clk_hz=30_000_000,
+        # 4x8: 32 MACs per cycle (48 MULT18X18D with the requantizer). The 4x32 top (128 MACs, 144 of 156
+        # multipliers) fits and places, but nextpnr's router does not converge on it; 2x2 and 4x8 route
+        # (docs/BOARDS.md). 45 MHz = 25 x 9/5: routed for 60 MHz it reached 51.5 MHz.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
+        mem_words=16384, storage="bram",    # 32 DP16KD: 64 KiB
+        clk_hz=45_000_000,
         pnr_opts="--router router2"),
     BoardSpec(
         name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
         family="ecp5", device="LFE5UM5G-85F-8BG554C",
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
-        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine.
-        engine=EngineConfig(rows=4, cols=32, ibuf_depth=8192, acc_depth=512, mem_addr_bits=16, pool_max_cb=64),
-        mem_words=57344, storage="bram",
-        clk_hz=30_000_000,                  # 100 x 3/10, as the ULX3S
+        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine,
+        # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
+        mem_words=16384, storage="bram",
+        clk_hz=75_000_000,
         pnr_opts="--router router2"),
 )}
 
