@@ -192,24 +192,10 @@ class LinkSimulation:
 
         self._thread = threading.Thread(target=run_sim, name="kindling-link-sim", daemon=True)
         self._thread.start()
+        from sw.backends.verilator import accept_simulator
+
         t0 = time.monotonic()
-        try:
-            while True:
-                try:
-                    self._sock, _ = listener.accept()
-                    break
-                except TimeoutError:
-                    if not self._thread.is_alive():
-                        raise TransportError(f"the simulator exited before connecting ({self._error!r})"
-                                             f"{self._log_tail()}") from None
-                    if time.monotonic() - t0 > start_timeout:
-                        raise TransportError(f"the simulator did not connect within {start_timeout} s"
-                                             f"{self._log_tail()}") from None
-        except BaseException:
-            listener.close()
-            self.close()
-            raise
-        listener.close()
+        self._sock = accept_simulator(self, listener, start_timeout)
         from sim.server import recv_msg
 
         hello, _ = recv_msg(self._sock)

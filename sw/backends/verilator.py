@@ -167,23 +167,7 @@ class VerilatorBackend(Transport):
         self._thread = threading.Thread(target=run_sim, name="kindling-verilator", daemon=True)
         self._thread.start()
         t0 = time.monotonic()
-        try:
-            while True:
-                try:
-                    self._sock, _ = listener.accept()
-                    break
-                except TimeoutError:
-                    if not self._thread.is_alive():
-                        raise TransportError(f"the simulator exited before connecting "
-                                             f"({self._error!r}){self._log_tail()}") from None
-                    if time.monotonic() - t0 > start_timeout:
-                        raise TransportError(f"the simulator did not connect within {start_timeout} s"
-                                             f"{self._log_tail()}") from None
-        except BaseException:
-            listener.close()
-            self.close()
-            raise
-        listener.close()
+        self._sock = accept_simulator(self, listener, start_timeout)
         self._sock.settimeout(None)
         hello, _ = self._recv()
         if hello.get("protocol") != PROTOCOL:
@@ -364,3 +348,29 @@ class VerilatorBackend(Transport):
         return (f"Verilator model {b.directory.name} ({'cached' if b.cached else 'built'} in "
                 f"{b.build_seconds:.1f} s); {self._sim_cycles} cycles run at "
                 f"{self.cycles_per_second / 1e3:.1f} kcycles/s")
+
+
+def accept_simulator(owner, listener: socket.socket, start_timeout: float) -> socket.socket:
+    """The simulator's connection on ``listener`` (which is closed after).
+
+    ``owner`` runs the simulator: its ``_thread``, ``_error``, ``_log_tail()``
+    and ``close()``. Raises :class:`TransportError` (and closes ``owner``) if the
+    simulator thread ends first or ``start_timeout`` seconds pass.
+    """
+    t0 = time.monotonic()
+    try:
+        while True:
+            try:
+                return listener.accept()[0]
+            except TimeoutError:
+                if not owner._thread.is_alive():
+                    raise TransportError(f"the simulator exited before connecting "
+                                         f"({owner._error!r}){owner._log_tail()}") from None
+                if time.monotonic() - t0 > start_timeout:
+                    raise TransportError(f"the simulator did not connect within {start_timeout} s"
+                                         f"{owner._log_tail()}") from None
+    except BaseException:
+        owner.close()
+        raise
+    finally:
+        listener.close()
