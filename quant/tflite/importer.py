@@ -219,6 +219,11 @@ def _build_fully_connected(ctx: _Ctx) -> Conv2D:
     if not out.shape or out.shape[-1] != units or size % depth or size // depth != int(np.prod(out.shape[:-1])):
         raise ctx.fail(f"input {list(x.shape)}, weights {list(w.shape)} and output {list(out.shape)} do not match")
     per_channel = w.scale.size > 1
+    b = ctx.tensor(2, optional=True)
+    if not per_channel and b is not None and b.quantized:  # GetQuantizedConvolutionMultipler's bias check
+        if abs(float(x.scale[0]) * float(w.scale[0]) - float(b.scale[0])) / float(out.scale[0]) > 0.02:
+            raise ctx.fail(f"bias {b.name!r} scale {float(b.scale[0])!r} is not input scale x weight scale "
+                           f"(TFLite refuses the model)")
     q, shift = _conv_multipliers(ctx, x, w, units, float_product=not per_channel)
     act_min, act_max = ctx.activation()
     return Conv2D(**ctx.common(x), weight=weight.reshape(units, 1, 1, depth), bias=_bias(ctx, units), multiplier=q,
