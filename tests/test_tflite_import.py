@@ -115,7 +115,8 @@ def test_person_detect_every_tensor_equals_tflite_micro(picture):
     tensors, elements = assert_exact(model_bytes, [x])
     assert tensors == 31 and elements > 80_000
     graph = import_tflite(root / PERSON_MODEL)
-    assert [op.tflite_op for op in graph.operators].count("DEPTHWISE_CONV_2D") == 14  # Conv2d_0 is a depthwise with multiplier 8
+    # Conv2d_0 is a depthwise convolution with depth multiplier 8.
+    assert [op.tflite_op for op in graph.operators].count("DEPTHWISE_CONV_2D") == 14
     print(f"{picture}: {tensors} operator outputs, {elements} elements equal to tflite-micro; "
           f"scores {run(graph, x)[graph.outputs[0]].tolist()}")
 
@@ -269,14 +270,13 @@ class _Builder:
 
     def op(self, name, inputs, outputs, options_type=0, options=None):
         code = getattr(fb.BuiltinOperator, name)
-        for i, oc in enumerate(self.model.operatorCodes):
-            if oc.builtinCode == code:
-                break
-        else:
+        known = [oc.builtinCode for oc in self.model.operatorCodes]
+        if code not in known:
             oc = fb.OperatorCodeT()
             oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
             self.model.operatorCodes.append(oc)
-            i = len(self.model.operatorCodes) - 1
+            known.append(code)
+        i = known.index(code)
         op = fb.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = i, np.asarray(inputs, np.int32), np.asarray(outputs, np.int32)
         op.builtinOptionsType, op.builtinOptions = options_type, options
@@ -446,3 +446,66 @@ def test_softmax_saturated_rows_equal_tflite_micro():
     x[1] = 17
     x[2] = rng.choice([-128, 127], x.shape[1])
     assert_exact(model, [x])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_add_every_operand_pair_equals_tflite_micro(seed):
+    """ADD over all 256 x 256 int8 operand pairs (broadcast (256, 1) + (1, 256)), random scales."""
+    rng = np.random.default_rng(100 + seed)
+    b = _Builder(rng)
+    scales = rng.uniform(0.005, 0.2, 3)
+    x = b.act("x", (256, 1), float(scales[0]))
+    y = b.act("y", (1, 256), float(scales[1]))
+    out = b.act("out", (256, 256), float(scales[2]))
+    b.op("ADD", [x, y], [out], fb.BuiltinOptions.AddOptions, fb.AddOptionsT(fusedActivationFunction=seed % 2))
+    all_int8 = np.arange(-128, 128, dtype=np.int8)
+    tensors, elements = assert_exact(b.finish([x, y], [out]), [all_int8.reshape(256, 1), all_int8.reshape(1, 256)])
+    assert elements == 65536
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected_many_rows_equals_tflite_micro(per_channel):
+    """A FULLY_CONNECTED with 65536 outputs: the per-tensor multiplier's float32 scale product shows."""
+    rng = np.random.default_rng(7)
+    b = _Builder(rng)
+    x = b.act("x", (4096, 24))
+    w = _weights(b, "w", (16, 24), 16, 0, per_channel=per_channel)
+    out = b.act("y", (4096, 16))
+    b.op("FULLY_CONNECTED", [x, w, _bias(b, 16, x, w)], [out], fb.BuiltinOptions.FullyConnectedOptions,
+         fb.FullyConnectedOptionsT(fusedActivationFunction=0))
+    assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (4096, 24)).astype(np.int8)])
+
+
+def test_fully_connected_per_tensor_scale_product_as_tflite_micro_computes_it():
+    """Biases chosen where a float32 product ``s_in * s_w`` would change the output of a per-tensor FC.
+
+    TFLite's source (``GetQuantizedConvolutionMultipler``) multiplies the two float32 scales before
+    widening to double; the multipliers then differ from the double product in their last bits,
+    which moves an output only next to a rounding tie. This test searches such accumulators
+    (``x = zp_in``, so the accumulator is the bias): the pinned tflite-micro build gives the
+    double product's outputs, and so must the importer.
+    """
+    rng = np.random.default_rng(8)
+    accs = np.arange(-(1 << 20), 1 << 20, dtype=np.int64)
+    for _ in range(50):
+        s_in, s_w, s_out = (np.float32(v) for v in (rng.uniform(0.02, 0.1), rng.uniform(0.001, 0.004), 1.0))
+        q_f, e_f = tfl_arith.quantize_multiplier(float(s_in * s_w) / float(s_out))
+        q_d, e_d = tfl_arith.quantize_multiplier(float(s_in) * float(s_w) / float(s_out))
+        by_float = tfl_arith.multiply_by_quantized_multiplier(accs, q_f, e_f)
+        by_double = tfl_arith.multiply_by_quantized_multiplier(accs, q_d, e_d)
+        differ = accs[(by_float != by_double) & (np.abs(by_double) < 100)]
+        if differ.size:
+            break
+    assert differ.size, "no accumulator separates the float32 and double scale products"
+    assert not np.array_equal(  # the float32 product really would give other outputs on these
+        tfl_arith.multiply_by_quantized_multiplier(differ[:8], q_f, e_f),
+        tfl_arith.multiply_by_quantized_multiplier(differ[:8], q_d, e_d))
+    targets = differ[:8].astype(np.int32)
+    b = _Builder(rng)
+    x = b.act("x", (1, 1), float(s_in), 0)
+    w = b.const("w", np.ones((targets.size, 1), np.int8), fb.TensorType.INT8, scale=[s_w], zero_point=[0])
+    bias = b.const("bias", targets, fb.TensorType.INT32, scale=[float(s_in) * float(s_w)], zero_point=[0])
+    out = b.act("y", (1, targets.size), float(s_out), 0)
+    b.op("FULLY_CONNECTED", [x, w, bias], [out], fb.BuiltinOptions.FullyConnectedOptions,
+         fb.FullyConnectedOptionsT(fusedActivationFunction=0))
+    assert_exact(b.finish([x], [out]), [np.zeros((1, 1), np.int8)])

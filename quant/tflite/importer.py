@@ -126,11 +126,13 @@ def _window(ctx: _Ctx, in_shape, kernel, stride, dilation) -> tuple[int, int, in
     return top, left, bottom, right
 
 
-def _conv_multipliers(ctx: _Ctx, x: TensorInfo, w: TensorInfo, channels: int, *, float_product: bool = False):
-    """Per-channel ``QuantizeMultiplier(s_in * s_w[c] / s_out)`` as ``PopulateConvolutionQuantizationParams``.
+def _conv_multipliers(ctx: _Ctx, x: TensorInfo, w: TensorInfo, channels: int):
+    """Per-channel ``QuantizeMultiplier(double(s_in) * double(s_w[c]) / double(s_out))``.
 
-    ``float_product``: FULLY_CONNECTED's per-tensor path (``GetQuantizedConvolutionMultipler``)
-    multiplies the two scales in float32 before widening to double.
+    As ``PopulateConvolutionQuantizationParams``; a single weight scale is broadcast. Per-tensor
+    FULLY_CONNECTED goes through ``GetQuantizedConvolutionMultipler``, whose source multiplies the
+    two scales in float32 first, but the tflite-micro build this project pins computes the double
+    product there too (tests/test_tflite_import.py finds accumulators that tell the two apart).
     """
     if not w.quantized or w.scale.size not in (1, channels):
         raise ctx.fail(f"weights {w.name!r} have {w.scale.size} scales for {channels} output channels")
@@ -140,11 +142,7 @@ def _conv_multipliers(ctx: _Ctx, x: TensorInfo, w: TensorInfo, channels: int, *,
     scales = np.broadcast_to(w.scale, (channels,))
     q, shift = np.zeros(channels, np.int64), np.zeros(channels, np.int64)
     for c in range(channels):
-        if float_product:
-            real = float(np.float32(x.scale[0]) * np.float32(scales[c])) / s_out
-        else:
-            real = s_in * float(scales[c]) / s_out
-        q[c], shift[c] = quantize_multiplier(real)
+        q[c], shift[c] = quantize_multiplier(s_in * float(scales[c]) / s_out)
     return q, shift
 
 
@@ -220,11 +218,11 @@ def _build_fully_connected(ctx: _Ctx) -> Conv2D:
         raise ctx.fail(f"input {list(x.shape)}, weights {list(w.shape)} and output {list(out.shape)} do not match")
     per_channel = w.scale.size > 1
     b = ctx.tensor(2, optional=True)
-    if not per_channel and b is not None and b.quantized:  # GetQuantizedConvolutionMultipler's bias check
-        if abs(float(x.scale[0]) * float(w.scale[0]) - float(b.scale[0])) / float(out.scale[0]) > 0.02:
-            raise ctx.fail(f"bias {b.name!r} scale {float(b.scale[0])!r} is not input scale x weight scale "
+    if (not per_channel and b is not None and b.quantized  # GetQuantizedConvolutionMultipler's bias check
+            and abs(float(x.scale[0]) * float(w.scale[0]) - float(b.scale[0])) / float(out.scale[0]) > 0.02):
+        raise ctx.fail(f"bias {b.name!r} scale {float(b.scale[0])!r} is not input scale x weight scale "
                            f"(TFLite refuses the model)")
-    q, shift = _conv_multipliers(ctx, x, w, units, float_product=not per_channel)
+    q, shift = _conv_multipliers(ctx, x, w, units)
     act_min, act_max = ctx.activation()
     return Conv2D(**ctx.common(x), weight=weight.reshape(units, 1, 1, depth), bias=_bias(ctx, units), multiplier=q,
                   shift=shift, zp_in=x.per_tensor_zero_point, zp_out=out.per_tensor_zero_point, act_min=act_min,
