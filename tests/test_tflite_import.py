@@ -114,6 +114,14 @@ def test_person_detect_every_tensor_equals_tflite_micro(picture):
     x = _person_input(root, picture)
     tensors, elements = assert_exact(model_bytes, [x])
     assert tensors == 31 and elements > 80_000
+    # The rewritten model (every tensor an output) agrees with tflite-micro's preserve-all-tensors mode.
+    keep = runtime.Interpreter.from_bytes(model_bytes, arena_size=ARENA,
+                                          intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    keep.set_input(x, 0)
+    keep.invoke()
+    ref, _ = micro_all_tensors(model_bytes, [x])
+    for index, values in ref.items():
+        np.testing.assert_array_equal(keep.GetTensor(index, 0)["tensor_data"], values, err_msg=f"tensor {index}")
     graph = import_tflite(root / PERSON_MODEL)
     # Conv2d_0 is a depthwise convolution with depth multiplier 8.
     assert [op.tflite_op for op in graph.operators].count("DEPTHWISE_CONV_2D") == 14
@@ -509,3 +517,24 @@ def test_fully_connected_per_tensor_scale_product_as_tflite_micro_computes_it():
     b.op("FULLY_CONNECTED", [x, w, bias], [out], fb.BuiltinOptions.FullyConnectedOptions,
          fb.FullyConnectedOptionsT(fusedActivationFunction=0))
     assert_exact(b.finish([x], [out]), [np.zeros((1, 1), np.int8)])
+
+
+def test_grouped_conv_and_dilated_depthwise_equal_tflite_micro():
+    """CONV_2D with groups (filter depth < input depth) and a depthwise with dilation 3x2, multiplier 2."""
+    rng = np.random.default_rng(9)
+    b = _Builder(rng)
+    x, out = b.act("x", (1, 6, 7, 8)), b.act("y", (1, 6, 7, 6))
+    w = _weights(b, "w", (6, 3, 3, 4), 6, 0)
+    b.op("CONV_2D", [x, w, _bias(b, 6)], [out], fb.BuiltinOptions.Conv2DOptions,
+         fb.Conv2DOptionsT(padding=0, strideW=1, strideH=1, fusedActivationFunction=0, dilationWFactor=1,
+                           dilationHFactor=1))
+    model = b.finish([x], [out])
+    assert import_tflite(model).operators[0].groups == 2
+    assert_exact(model, [rng.integers(-128, 128, (1, 6, 7, 8)).astype(np.int8)])
+    b = _Builder(rng)
+    x, out = b.act("x", (1, 9, 10, 3)), b.act("y", (1, 9, 10, 6))
+    w = _weights(b, "w", (1, 3, 3, 6), 6, 3)
+    b.op("DEPTHWISE_CONV_2D", [x, w, _bias(b, 6)], [out], fb.BuiltinOptions.DepthwiseConv2DOptions,
+         fb.DepthwiseConv2DOptionsT(padding=0, strideW=1, strideH=1, depthMultiplier=2, fusedActivationFunction=1,
+                                    dilationWFactor=2, dilationHFactor=3))
+    assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (1, 9, 10, 3)).astype(np.int8)])
