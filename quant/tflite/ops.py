@@ -117,7 +117,11 @@ class Conv2D(Operator):
         (sy, sx), (dy, dx) = self.stride, self.dilation
         top, left, bottom, right = self.padding
         return (n, (h + top + bottom - dy * (kh - 1) - 1) // sy + 1, (w + left + right - dx * (kw - 1) - 1) // sx + 1,
-                self.weight.shape[0])
+                self.out_channels)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
 
     def run(self, x: np.ndarray) -> np.ndarray:
         acc = self.accumulate(x)
@@ -136,13 +140,8 @@ class DepthwiseConv2D(Conv2D):
     depth_multiplier: int
 
     @property
-    def conv_out_shape(self) -> tuple[int, int, int, int]:
-        n, h, w, _ = self.in_shape
-        kh, kw = self.weight.shape[1:3]
-        (sy, sx), (dy, dx) = self.stride, self.dilation
-        top, left, bottom, right = self.padding
-        return (n, (h + top + bottom - dy * (kh - 1) - 1) // sy + 1, (w + left + right - dx * (kw - 1) - 1) // sx + 1,
-                self.weight.shape[3])
+    def out_channels(self) -> int:
+        return int(self.weight.shape[3])
 
     def accumulate(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x).reshape(self.in_shape)
@@ -286,7 +285,7 @@ class Reshape(Operator):
 
     kind: ClassVar[str] = "reshape"
 
-    def run(self, x: np.ndarray, *_shape: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x).reshape(self.out_shape)
 
 
@@ -310,5 +309,5 @@ class Transpose(Operator):
     kind: ClassVar[str] = "transpose"
     perm: tuple[int, ...]
 
-    def run(self, x: np.ndarray, *_perm: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> np.ndarray:
         return np.transpose(np.asarray(x), self.perm)
