@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quant.tflite import SUPPORTED, TFLiteImportError, import_tflite, run
 from quant.tflite import arith as tfl_arith
@@ -538,3 +540,65 @@ def test_grouped_conv_and_dilated_depthwise_equal_tflite_micro():
          fb.DepthwiseConv2DOptionsT(padding=0, strideW=1, strideH=1, depthMultiplier=2, fusedActivationFunction=1,
                                     dilationWFactor=2, dilationHFactor=3))
     assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (1, 9, 10, 3)).astype(np.int8)])
+
+
+@st.composite
+def window_cases(draw):
+    """Kernel 1..7 per axis, stride 1..4, dilation 1..3, SAME or VALID, on inputs the window fits."""
+    kernel = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.sampled_from([0, 1]))
+    size = tuple(draw(st.integers((k - 1) * d + 1, (k - 1) * d + 9)) for k, d in zip(kernel, dilation, strict=True))
+    return kernel, stride, dilation, padding, size, draw(st.integers(0, 2 ** 32 - 1))
+
+
+def _out_hw(size, kernel, stride, dilation, padding):
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    return [(n + s - 1) // s if padding == 0 else (n + s - e) // s for n, s, e in zip(size, stride, eff, strict=True)]
+
+
+_WINDOW_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                            suppress_health_check=[HealthCheck.too_slow])
+
+
+@_WINDOW_SETTINGS
+@given(window_cases(), st.sampled_from(["CONV_2D", "DEPTHWISE_CONV_2D"]))
+def test_convolution_geometry_equals_tflite_micro(case, kind):
+    """Property: any kernel, stride, dilation and SAME/VALID padding, conv and depthwise, equal tflite-micro."""
+    kernel, stride, dilation, padding, size, seed = case
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng)
+    cin = int(rng.integers(1, 5))
+    cout = cin * int(rng.integers(1, 3)) if kind == "DEPTHWISE_CONV_2D" else int(rng.integers(1, 6))
+    x = b.act("x", (1, *size, cin))
+    out = b.act("y", (1, *_out_hw(size, kernel, stride, dilation, padding), cout))
+    act = int(rng.choice([0, 1, 3]))
+    if kind == "CONV_2D":
+        w = _weights(b, "w", (cout, *kernel, cin), cout, 0)
+        opts = fb.Conv2DOptionsT(padding=padding, strideW=stride[1], strideH=stride[0], fusedActivationFunction=act,
+                                 dilationWFactor=dilation[1], dilationHFactor=dilation[0])
+        b.op(kind, [x, w, _bias(b, cout)], [out], fb.BuiltinOptions.Conv2DOptions, opts)
+    else:
+        w = _weights(b, "w", (1, *kernel, cout), cout, 3)
+        opts = fb.DepthwiseConv2DOptionsT(padding=padding, strideW=stride[1], strideH=stride[0],
+                                          depthMultiplier=cout // cin, fusedActivationFunction=act,
+                                          dilationWFactor=dilation[1], dilationHFactor=dilation[0])
+        b.op(kind, [x, w, _bias(b, cout)], [out], fb.BuiltinOptions.DepthwiseConv2DOptions, opts)
+    assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (1, *size, cin)).astype(np.int8)])
+
+
+@_WINDOW_SETTINGS
+@given(window_cases(), st.sampled_from(["AVERAGE_POOL_2D", "MAX_POOL_2D"]))
+def test_pool_geometry_equals_tflite_micro(case, kind):
+    """Property: any pool window, stride and SAME/VALID padding (edge windows partly outside) equal tflite-micro."""
+    kernel, stride, _, padding, size, seed = case
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng)
+    scale, zp = float(rng.uniform(0.01, 0.1)), int(rng.integers(-20, 20))
+    x = b.act("x", (1, *size, 3), scale, zp)
+    out = b.act("y", (1, *_out_hw(size, kernel, stride, (1, 1), padding), 3), scale, zp)
+    b.op(kind, [x], [out], fb.BuiltinOptions.Pool2DOptions,
+         fb.Pool2DOptionsT(padding=padding, strideW=stride[1], strideH=stride[0], filterWidth=kernel[1],
+                           filterHeight=kernel[0], fusedActivationFunction=int(rng.choice([0, 1, 3]))))
+    assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (1, *size, 3)).astype(np.int8)])
