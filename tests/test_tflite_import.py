@@ -143,6 +143,29 @@ def test_person_detect_scores_differ_between_pictures():
 
 
 @pytest.mark.shared
+def test_project_golden_conv2d_reproduces_person_detect_convolutions():
+    """quant.golden.conv2d (the engine's specification, CHW) gives every CONV_2D's output exactly.
+
+    TFLite's (q, exponent) is the engine's (m0, right shift = -exponent) when the multiplier is
+    below one, as all of person_detect's are; padding feeds the input zero point in both.
+    """
+    from quant import golden
+
+    root = skip_without_shared(PERSON_MODEL, f"{PERSON_DIR}/person.bmp")
+    graph = import_tflite(root / PERSON_MODEL)
+    env = run(graph, _person_input(root, "person.bmp"))
+    convs = [op for op in graph.operators if op.tflite_op == "CONV_2D"]
+    assert len(convs) == 14
+    for op in convs:
+        assert np.all(op.shift <= 0) and np.all(op.shift >= -31)
+        x = env[op.inputs[0]][0].transpose(2, 0, 1)
+        ref = golden.conv2d(x, op.weight.transpose(0, 3, 1, 2), op.bias, op.multiplier, -op.shift, op.zp_in,
+                            op.zp_out, op.act_min, op.act_max, stride=op.stride, padding=op.padding,
+                            dilation=op.dilation)
+        np.testing.assert_array_equal(ref.transpose(1, 2, 0)[None], env[op.output], err_msg=op.describe())
+
+
+@pytest.mark.shared
 def test_unsupported_operator_refused_by_name_and_index(tmp_path):
     """A copy of person_detect with its RESHAPE turned into HARD_SWISH: one line naming it and its index."""
     root = skip_without_shared(PERSON_MODEL)
