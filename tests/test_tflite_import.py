@@ -226,7 +226,7 @@ def test_fused_tanh_activation_and_float_model_refused():
     y = b.act("y", (1, 4, 4, 3))
     out = b.act("out", (1, 4, 4, 3))
     b.op("ADD", [x, y], [out], fb.BuiltinOptions.AddOptions, fb.AddOptionsT(fusedActivationFunction=4))
-    with pytest.raises(TFLiteImportError, match=r"^operator 0 \(ADD\): fused activation 4"):
+    with pytest.raises(TFLiteImportError, match=r"^operator 0 \(ADD\): fused activation TANH"):
         import_tflite(b.finish([x, y], [out]))
     b = _Builder(rng)
     x = b.tensor("x", (1, 4), fb.TensorType.FLOAT32)
@@ -625,3 +625,19 @@ def test_pool_geometry_equals_tflite_micro(case, kind):
          fb.Pool2DOptionsT(padding=padding, strideW=stride[1], strideH=stride[0], filterWidth=kernel[1],
                            filterHeight=kernel[0], fusedActivationFunction=int(rng.choice([0, 1, 3]))))
     assert_exact(b.finish([x], [out]), [rng.integers(-128, 128, (1, *size, 3)).astype(np.int8)])
+
+
+def test_unsupported_variants_refused_in_one_line():
+    """A pool that would rescale, and an activation whose zero point is not int8: refused, naming the operator."""
+    rng = np.random.default_rng(10)
+    b = _Builder(rng)
+    x, out = b.act("x", (1, 4, 4, 2), 0.05, 3), b.act("y", (1, 2, 2, 2), 0.07, 3)
+    b.op("MAX_POOL_2D", [x], [out], fb.BuiltinOptions.Pool2DOptions,
+         fb.Pool2DOptionsT(padding=1, strideW=2, strideH=2, filterWidth=2, filterHeight=2))
+    with pytest.raises(TFLiteImportError, match=r"^operator 0 \(MAX_POOL_2D\): input and output scale"):
+        import_tflite(b.finish([x], [out]))
+    b = _Builder(rng)
+    x, y, out = b.act("x", (4,)), b.act("y", (4,), 0.1, 300), b.act("z", (4,))
+    b.op("ADD", [x, y], [out], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+    with pytest.raises(TFLiteImportError, match=r"^operator 0 \(ADD\): input 'y' has scale .* zero point 300"):
+        import_tflite(b.finish([x, y], [out]))

@@ -71,13 +71,18 @@ class _Ctx:
             if optional:
                 return None
             raise self.fail(f"input {position} is missing")
-        return self.raw.tensors[ins[position]]
+        return self._tensor_at(ins[position])
 
     @property
     def out(self) -> TensorInfo:
         if len(self.op.outputs) != 1:
             raise self.fail(f"{len(self.op.outputs)} outputs; exactly one expected")
-        return self.raw.tensors[self.op.outputs[0]]
+        return self._tensor_at(self.op.outputs[0])
+
+    def _tensor_at(self, index: int) -> TensorInfo:
+        if not 0 <= index < len(self.raw.tensors):
+            raise self.fail(f"tensor index {index} is out of range ({len(self.raw.tensors)} tensors)")
+        return self.raw.tensors[index]
 
     def int8(self, t: TensorInfo, what: str) -> TensorInfo:
         """``t`` must be an int8 tensor with one scale and zero point (an activation)."""
@@ -85,6 +90,9 @@ class _Ctx:
             raise self.fail(f"{what} {t.name!r} is {t.type_name}; the importer runs int8 models only")
         if t.scale.size != 1:
             raise self.fail(f"{what} {t.name!r} has {t.scale.size} scales; an activation needs exactly one")
+        if not (np.isfinite(t.scale[0]) and t.scale[0] > 0 and -128 <= t.per_tensor_zero_point <= 127):
+            raise self.fail(f"{what} {t.name!r} has scale {float(t.scale[0])!r} and zero point "
+                            f"{t.per_tensor_zero_point}; a positive scale and an int8 zero point are needed")
         return t
 
     def const(self, t: TensorInfo, what: str) -> np.ndarray:
@@ -95,7 +103,8 @@ class _Ctx:
     def activation(self) -> tuple[int, int]:
         act = int(self.op.options.get("FusedActivationFunction", ACT_NONE))
         if act not in _ACTIVATIONS:
-            raise self.fail(f"fused activation {act} is not supported (NONE, RELU, RELU6)")
+            name = {2: "RELU_N1_TO_1", 4: "TANH", 5: "SIGN_BIT"}.get(act, str(act))
+            raise self.fail(f"fused activation {name} is not supported (NONE, RELU, RELU6)")
         out = self.out
         return activation_range(act, out.per_tensor_scale, out.per_tensor_zero_point)
 
