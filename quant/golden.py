@@ -41,11 +41,17 @@ from .quantize import QConcat, QConv, QDualConv, QFlatten, QGlobalAvgPool, QGrap
 __all__ = [
     "conv_out_size", "conv_accumulate", "conv2d", "dual_conv", "maxpool2d", "global_avgpool", "concat",
     "fire", "run_conv", "run", "quantize_input", "dequantize", "infer", "reference_kernels",
+    "using_reference_kernels", "prepare_conv",
 ]
 
 _EXACT_LIMIT = 2 ** 53
 _PRODUCT_MAX = 255 * 128  # |x - zp_in| <= 255, |w| <= 128
 _use_reference = False
+
+
+def using_reference_kernels() -> bool:
+    """Whether :func:`reference_kernels` is in force."""
+    return _use_reference
 
 
 @contextlib.contextmanager

@@ -231,14 +231,17 @@ class Requantizer:
         self._plans[bound] = plan
         return plan
 
-    def __call__(self, sums, bound: int) -> np.ndarray:
-        """int8 ``(C, H, W)`` from exact sums ``(C, H, W)`` (float tensor or array), partial sums below ``bound``."""
+    def __call__(self, sums, bound: int, *, channels_last: bool = False) -> np.ndarray:
+        """int8 ``(C, H, W)`` (or ``(H, W, C)``) from exact sums ``(C, H, W)``, partial sums below ``bound``.
+
+        ``sums`` is a float tensor or array in any memory layout.
+        """
         sums = torch.as_tensor(sums)
         plan = self.plan_exact(bound) if sums.is_floating_point() else None
         if plan is None:
             acc = wrap_int32(np.rint(sums.numpy()).astype(np.int64) + self.bias[:, None, None])
-            return np.ascontiguousarray(requantize(acc, self.m0[:, None, None], self.shift[:, None, None],
-                                                   self.zp_out, self.lo, self.hi), dtype=np.int8)
+            out = requantize(acc, self.m0[:, None, None], self.shift[:, None, None], self.zp_out, self.lo, self.hi)
+            return np.ascontiguousarray(out.transpose(1, 2, 0) if channels_last else out, dtype=np.int8)
         lo_s, hi_s, mk, d0k, ek, nk = plan
         # Exact: the clip bounds are integers below ``bound`` (so exact in the sums' format), and every value
         # after it is an integer times 2**-(31+e) of magnitude below 2**53 units (plan_exact).
@@ -252,33 +255,35 @@ class Requantizer:
         else:
             v.add_(d0k + ek)  # exact: an integer multiple of the unit below 2**53 units
         v.floor_().clamp_(self.lo, self.hi)
-        return np.ascontiguousarray(v.to(torch.int8).numpy())
+        q = v.to(torch.int8)
+        return np.ascontiguousarray((q.permute(1, 2, 0) if channels_last else q).numpy())
 
 
 def maxpool_int8(x: np.ndarray, kh: int, kw: int, sy: int, sx: int, pad_t: int, pad_l: int, out_h: int,
-                 out_w: int) -> np.ndarray:
-    """Max pool of int8 ``(C, H, W)`` with explicit output size; padding and overhang are never the maximum.
+                 out_w: int, *, channels_last: bool = False) -> np.ndarray:
+    """Max pool of int8 ``(C, H, W)`` (or ``(H, W, C)``) with explicit output size; padding never wins.
 
     Raises
     ------
     ValueError
         When a window holds no input element.
     """
-    c, h, w = x.shape
+    hwc = x if channels_last else x.transpose(1, 2, 0)  # slicing below is on the two leading axes
+    h, w, c = hwc.shape
     need_h, need_w = (out_h - 1) * sy + kh, (out_w - 1) * sx + kw
     if pad_t == pad_l == 0 and need_h <= h and need_w <= w:
-        src, empty = x, None
+        src, empty = hwc, None
     else:
         empty = np.iinfo(np.int16).min
-        src = np.full((c, max(need_h, pad_t + h), max(need_w, pad_l + w)), empty, dtype=np.int16)
-        src[:, pad_t:pad_t + h, pad_l:pad_l + w] = x
+        src = np.full((max(need_h, pad_t + h), max(need_w, pad_l + w), c), empty, dtype=np.int16)
+        src[pad_t:pad_t + h, pad_l:pad_l + w] = hwc
     out = None
     for ky in range(kh):
         for kx in range(kw):
-            win = src[:, ky:ky + sy * (out_h - 1) + 1:sy, kx:kx + sx * (out_w - 1) + 1:sx]
+            win = src[ky:ky + sy * (out_h - 1) + 1:sy, kx:kx + sx * (out_w - 1) + 1:sx]
             out = win.copy() if out is None else np.maximum(out, win, out=out)
     if empty is not None:
         if (out == empty).any():
             raise ValueError("a pooling window holds no input element")
-        return out.astype(np.int8)
-    return out
+        out = out.astype(np.int8)
+    return out if channels_last else np.ascontiguousarray(out.transpose(2, 0, 1))

@@ -83,22 +83,25 @@ class IsaMachine:
     # ---- memory helpers --------------------------------------------------------------------
     def _read_band(self, src: int, rows: int, width: int, cb: int, src_pix: int) -> np.ndarray:
         """``(cb*R, rows, width)`` int8 lanes of a band (padding lanes included)."""
+        return np.ascontiguousarray(self._read_band_hwc(src, rows, width, cb, src_pix).transpose(2, 0, 1))
+
+    def _read_band_hwc(self, src: int, rows: int, width: int, cb: int, src_pix: int) -> np.ndarray:
+        """``(rows, width, cb*R)`` int8 lanes of a band (padding lanes included), channels last as in memory."""
         R = self.cfg.rows
         stride = src_pix or cb
         view = self._words(src, rows * width, stride, cb)
         if view is not None:
-            return view.reshape(rows, width, cb * R).transpose(2, 0, 1).copy()
+            return view.reshape(rows, width, cb * R).copy()
         pix = np.arange(rows * width)
         idx = (src + pix[:, None] * stride + np.arange(cb)[None, :]).reshape(-1)
-        words = self.mem[idx % len(self.mem)].reshape(rows, width, cb * R)
-        return words.transpose(2, 0, 1).copy()
+        return self.mem[idx % len(self.mem)].reshape(rows, width, cb * R)
 
     def _write_pixels(self, dst: int, lanes: np.ndarray, pix_words: int, n_words: int):
-        """Write the first ``n_words`` words of every pixel of ``lanes`` (C, H, W) at ``dst + p * pix_words``."""
+        """Write the first ``n_words`` words of every pixel of ``lanes`` (H, W, C) at ``dst + p * pix_words``."""
         R = self.cfg.rows
-        c, h, w = lanes.shape
+        h, w, c = lanes.shape
         assert c >= n_words * R
-        words = lanes[:n_words * R].reshape(n_words, R, h * w).transpose(2, 0, 1)  # (pix, n_words, R)
+        words = lanes.reshape(h * w, c)[:, :n_words * R].reshape(h * w, n_words, R)
         view = self._words(dst, h * w, pix_words, n_words)
         if view is not None:
             view[...] = words
@@ -109,8 +112,8 @@ class IsaMachine:
     # ---- operations -------------------------------------------------------------------------------
     @staticmethod
     def _maxpool_band(x, k, pad_t, pad_l, out_h, out_w):
-        """Stride-2 max pool of a band with explicit output size; padding and overhang never win."""
-        return maxpool_int8(x, k, k, 2, 2, pad_t, pad_l, out_h, out_w)
+        """Stride-2 max pool of an ``(H, W, C)`` band with explicit output size; padding and overhang never win."""
+        return maxpool_int8(x, k, k, 2, 2, pad_t, pad_l, out_h, out_w, channels_last=True)
 
     def _conv_constants(self, wblob: int, cout: int, cin_lanes: int, kh: int, kw: int, zp_out: int, act_min: int,
                         act_max: int):
@@ -135,12 +138,16 @@ class IsaMachine:
 
     def _conv_band(self, x, *, wblob, cout, kh, kw, sy, sx, dil, pad_t, pad_l, out_h, out_w, zp_in, zp_out,
                    act_min, act_max):
-        """Convolution of a buffer tensor (all lanes) with a weight blob, band-local geometry.
+        """Convolution of a buffer tensor ``(H, W, lanes)`` with a weight blob, band-local geometry.
 
         The engine's form: raw int8 lanes times the weights plus the folded bias,
-        taps outside the band reading ``zp_in``.
+        taps outside the band reading ``zp_in``. Returns ``(out_h, out_w, lanes)``.
         """
-        cin_lanes, h, w = x.shape
+        h, w, cin_lanes = x.shape
+        if golden.using_reference_kernels():
+            return self._conv_band_reference(x, wblob=wblob, cout=cout, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil,
+                                             pad_t=pad_t, pad_l=pad_l, out_h=out_h, out_w=out_w, zp_in=zp_in,
+                                             zp_out=zp_out, act_min=act_min, act_max=act_max)
         weights, requant, lanes = self._conv_constants(wblob, cout, cin_lanes, kh, kw, zp_out, act_min, act_max)
         # The exact input window the outputs read, padded with the input zero point.
         r0, c0 = -pad_t, -pad_l
@@ -151,13 +158,34 @@ class IsaMachine:
         xs, xe = max(c0, 0), min(c1, w)
         amp = abs(zp_in)
         if ys < ye and xs < xe:
-            window = x[:lanes, ys:ye, xs:xe]
-            canvas[ys - r0:ye - r0, xs - c0:xe - c0] = window.transpose(1, 2, 0)
+            window = x[ys:ye, xs:xe, :lanes]
+            canvas[ys - r0:ye - r0, xs - c0:xe - c0] = window
             amp = max(amp, -int(window.min()), int(window.max()))
         sums, bound = conv_sum(hwc_tensor(canvas), amp, weights, stride=(sy, sx), dilation=(dil, dil))
-        out = requant(sums, bound)
-        assert out.shape[1:] == (out_h, out_w), (out.shape, out_h, out_w)
+        out = requant(sums, bound, channels_last=True)
+        assert out.shape[:2] == (out_h, out_w), (out.shape, out_h, out_w)
         return out
+
+    def _conv_band_reference(self, x, *, wblob, cout, kh, kw, sy, sx, dil, pad_t, pad_l, out_h, out_w, zp_in,
+                             zp_out, act_min, act_max):
+        """:meth:`_conv_band` as it was computed before the fast kernels (under ``golden.reference_kernels()``)."""
+        cfg = self.cfg
+        h, w, cin_lanes = x.shape
+        n_cot = cdiv(cout, cfg.cols)
+        n_words = n_cot * (cfg.param_words + kh * kw * cdiv(cin_lanes, cfg.rows) * cfg.tile_words)
+        blob = self.mem[(wblob + np.arange(n_words)) % len(self.mem)]
+        wt, bias, m0, shift = unpack_conv_blob(blob, n_cot * cfg.cols, cin_lanes, kh, kw, cfg)
+        r0, c0 = -pad_t, -pad_l
+        r1 = (out_h - 1) * sy - pad_t + (kh - 1) * dil + 1
+        c1 = (out_w - 1) * sx - pad_l + (kw - 1) * dil + 1
+        canvas = np.full((cin_lanes, r1 - r0, c1 - c0), zp_in, dtype=np.int64)
+        ys, ye = max(r0, 0), min(r1, h)
+        xs, xe = max(c0, 0), min(c1, w)
+        if ys < ye and xs < xe:
+            canvas[:, ys - r0:ye - r0, xs - c0:xe - c0] = x[ys:ye, xs:xe].transpose(2, 0, 1)
+        out = golden.conv2d(canvas.astype(np.int8), wt, bias, m0, shift, zp_in, zp_out, act_min, act_max,
+                            stride=(sy, sx), padding=0, dilation=dil, bias_folded=True)
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
 
     def _decode(self, raw: bytes) -> tuple:
         """``(error code, opcode, fields)`` of a command, decoded once per distinct command."""
@@ -175,7 +203,7 @@ class IsaMachine:
             raise CommandError(0, code)
         R = self.cfg.rows
         ld = c.load
-        x = self._read_band(ld.src, ld.src_rows, ld.src_w, ld.cb, ld.src_pix)
+        x = self._read_band_hwc(ld.src, ld.src_rows, ld.src_w, ld.cb, ld.src_pix)
         if ld.pool:
             oh, ow = (c.out_h, c.out_w) if op == Opcode.POOL else (c.in_h, c.in_w)
             x = self._maxpool_band(x, ld.pool_k, ld.pool_pad_t, ld.pool_pad_l, oh, ow)
@@ -189,7 +217,7 @@ class IsaMachine:
             sq = self._conv_band(x, wblob=c.w_sq, cout=c.squeeze, kh=1, kw=1, sy=1, sx=1, dil=1, pad_t=0,
                                  pad_l=0, out_h=c.in_h, out_w=c.in_w, zp_in=c.zp_in, zp_out=c.zp_sq,
                                  act_min=c.sq_min, act_max=c.sq_max)
-            sq = sq[:cdiv(c.squeeze, R) * R]  # the buffer holds whole words
+            sq = sq[:, :, :cdiv(c.squeeze, R) * R]  # the buffer holds whole words
             e1_cb, e3_cb = cdiv(c.expand1, R), cdiv(c.expand3, R)
             common = dict(sy=1, sx=1, dil=1, out_h=c.out_h, out_w=c.in_w, zp_in=c.zp_sq, zp_out=c.zp_out,
                           act_min=c.out_min, act_max=c.out_max)
@@ -202,9 +230,9 @@ class IsaMachine:
         elif op == Opcode.POOL:
             self._write_pixels(c.dst, x, c.dst_pix, ld.cb)
         elif op == Opcode.GAP:
-            sums = x.reshape(x.shape[0], -1).astype(np.int64).sum(axis=1) - x.shape[1] * x.shape[2] * c.zp_in
+            sums = x.reshape(-1, x.shape[2]).sum(axis=0, dtype=np.int64) - x.shape[0] * x.shape[1] * c.zp_in
             out = requantize(sums, c.m0, c.shift, c.zp_out, -128, 127).astype(np.int8)
-            self._write_pixels(c.dst, out.reshape(-1, 1, 1), ld.cb, ld.cb)
+            self._write_pixels(c.dst, out.reshape(1, 1, -1), ld.cb, ld.cb)
 
     def run(self, cmd_addr: int, count: int, profile_addr: int | None = None) -> tuple[ErrorCode, int]:
         """Run ``count`` commands from ``cmd_addr``; return ``(error code, index reached)``."""
