@@ -151,7 +151,10 @@ def _reference_sums(x, w, zp_in, stride, dilation, pad4, bias_folded) -> np.ndar
 def _fast_sums(x, weights: ConvWeights, zp_in, stride, dilation, pad4, bias_folded) -> tuple[torch.Tensor, int]:
     """Exact sums by :func:`quant.kernels.conv_sum`: centred input padded with 0, or raw input padded with zp_in."""
     t, l, b, r = pad4
-    xf, amp = to_float_input(x, 0 if bias_folded else zp_in)
+    offset = 0 if bias_folded else zp_in
+    xf, amp = to_float_input(x, offset)
+    if amp * weights.max_abs_row >= F32_EXACT:  # the int8 range is too coarse a bound: take the data's
+        xf, amp = to_float_input(x, offset, tight_bound=True)
     pad_value = zp_in if bias_folded else 0
     if pad_value == 0 and (t, l) == (b, r):
         return conv_sum(xf, amp, weights, stride=stride, dilation=dilation, padding=(t, l))
@@ -463,6 +466,18 @@ def dequantize(q, qparams: QParams) -> np.ndarray:
     return (qparams.scale * (np.asarray(q, dtype=np.float64) - qparams.zero_point)).astype(np.float32)
 
 
+class _Dequantized(dict):
+    """Tensor name -> batched float tensor, each integer tensor dequantized when first asked for."""
+
+    def __init__(self, qgraph: QGraph, ints: dict[str, np.ndarray]):
+        super().__init__()
+        self.qgraph, self.ints = qgraph, ints
+
+    def __missing__(self, name: str):
+        value = self[name] = torch.from_numpy(dequantize(self.ints[name], self.qgraph.qparams(name)))[None]
+        return value
+
+
 def infer(qgraph: QGraph, x) -> list:
     """End to end on one image: quantize the float input, run the integer graph, dequantize, run host ops.
 
@@ -470,9 +485,7 @@ def infer(qgraph: QGraph, x) -> list:
     dimension of 1 (non-tensor host results as they are).
     """
     q_in = quantize_input(x, qgraph.qparams(qgraph.inputs[0]))
-    ints = run(qgraph, q_in)
-    vals: dict = {name: torch.from_numpy(dequantize(v, qgraph.qparams(name)))[None]
-                  for name, v in ints.items()}
+    vals = _Dequantized(qgraph, run(qgraph, q_in))
     for node in qgraph.nodes:
         if isinstance(node, HostOp):
             vals[node.name] = node.evaluate(vals)

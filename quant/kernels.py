@@ -91,14 +91,18 @@ class ConvWeights:
         return int(self.abs_rows.max(initial=0))
 
 
-def to_float_input(x: np.ndarray, offset: int) -> tuple[torch.Tensor, int]:
-    """``x - offset`` as a float32 ``(1, C, H, W)`` channels-last tensor and the largest ``|x - offset|`` (``amp``).
+def to_float_input(x: np.ndarray, offset: int, tight_bound: bool = False) -> tuple[torch.Tensor, int]:
+    """``x - offset`` as a float32 ``(1, C, H, W)`` channels-last tensor and a bound ``amp >= |x - offset|``.
 
-    Channels-last is the layout oneDNN's convolutions are fastest on (several
-    times on a 3-channel input); the values are the same either way.
+    ``amp`` comes from the int8 range (``tight_bound=False``) or from the data's
+    minimum and maximum. Channels-last is the layout oneDNN's convolutions are
+    fastest on (several times on a 3-channel input); the values are the same.
     """
     x = np.asarray(x)
-    amp = max(abs(int(x.min(initial=0)) - offset), abs(int(x.max(initial=0)) - offset)) if x.size else 0
+    if tight_bound or x.dtype != np.int8:
+        amp = max(abs(int(x.min(initial=0)) - offset), abs(int(x.max(initial=0)) - offset)) if x.size else 0
+    else:
+        amp = max(abs(-128 - offset), abs(127 - offset))
     hwc = np.ascontiguousarray(x.transpose(1, 2, 0), dtype=np.float32)
     if offset:
         hwc -= np.float32(offset)
