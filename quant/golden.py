@@ -15,6 +15,13 @@ Convolution accumulation
     running sum, and requantized with float64 constants that
     :class:`quant.kernels.Requantizer` proves exact (integer path otherwise).
 
+Memory layout
+    Results are int8 ``(C, H, W)`` arrays; those of the fast kernels are views
+    of channels-last ``(H, W, C)`` memory (the layout oneDNN convolves
+    fastest and the engine stores), so one layer's output feeds the next
+    without a transpose. Values are what matters: compare with ``==``, not
+    by ``tobytes()`` of the raw buffer.
+
 Reference kernels
     The previous implementation (one float64 ``conv2d`` per layer, the int64
     requantizer of :mod:`quant.arith`, a sliding-window max pool) stays
@@ -252,7 +259,7 @@ def conv2d(x, w, bias, m0, shift, zp_in: int, zp_out: int, act_min: int = INT8_M
     weights, requant = _prepared if _prepared is not None else prepare_conv(w, bias, m0, shift, zp_out, act_min,
                                                                             act_max)
     sums, bound = _fast_sums(x, weights, zp_in, stride, dilation, pad4, bias_folded)
-    return requant(sums, bound)
+    return requant(sums, bound, channels_last=True)
 
 
 def prepare_conv(w, bias, m0, shift, zp_out: int, act_min: int, act_max: int) -> tuple[ConvWeights, Requantizer]:
@@ -292,7 +299,7 @@ def dual_conv(a, b, wa, wb, bias, m0, shift, zp_a: int, zp_b: int, zp_out: int, 
     bound = bound_a + bound_b
     # Exact: float32 while the sum of the two bounds stays below 2**24, float64 (below 2**53) otherwise.
     dtype = torch.float32 if bound < F32_EXACT else torch.float64
-    return requant(sa.to(dtype) + sb.to(dtype), bound)
+    return requant(sa.to(dtype) + sb.to(dtype), bound, channels_last=True)
 
 
 def maxpool2d(x, kernel, stride=None, padding=0, ceil_mode: bool = False) -> np.ndarray:
@@ -314,7 +321,7 @@ def maxpool2d(x, kernel, stride=None, padding=0, ceil_mode: bool = False) -> np.
     ho = maxpool_out_size(h, kh, sy, py, ceil_mode)
     wo = maxpool_out_size(w, kw, sx, px, ceil_mode)
     if not _use_reference:
-        return maxpool_int8(x.astype(np.int8, copy=False), kh, kw, sy, sx, py, px, ho, wo)
+        return maxpool_int8(x, kh, kw, sy, sx, py, px, ho, wo)
     # Pad with a value below int8 on every side far enough for the last window.
     ext_h = (ho - 1) * sy + kh
     ext_w = (wo - 1) * sx + kw
@@ -341,8 +348,12 @@ def global_avgpool(x, m0: int, shift: int, zp_in: int, zp_out: int, act_min: int
 
 
 def concat(xs: Sequence[np.ndarray]) -> np.ndarray:
-    """Channel concatenation of int8 tensors that share one scale and zero point (pure placement)."""
-    return np.concatenate([np.asarray(x, dtype=np.int8) for x in xs], axis=0)
+    """Channel concatenation of int8 tensors that share one scale and zero point (pure placement).
+
+    The result is a ``(C, H, W)`` view of channels-last memory, the layout the fast kernels read.
+    """
+    hwc = [np.asarray(x, dtype=np.int8).transpose(1, 2, 0) for x in xs]
+    return np.concatenate(hwc, axis=2).transpose(2, 0, 1)
 
 
 #: Per graph node, its constants prepared for the fast kernels (dropped with the node).

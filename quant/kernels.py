@@ -98,7 +98,7 @@ def to_float_input(x: np.ndarray, offset: int, tight_bound: bool = False) -> tup
     minimum and maximum. Channels-last is the layout oneDNN's convolutions are
     fastest on (several times on a 3-channel input); the values are the same.
     """
-    x = np.asarray(x)
+    x = np.asarray(x)  # any layout: a channels-last view converts without a transpose
     if tight_bound or x.dtype != np.int8:
         amp = max(abs(int(x.min(initial=0)) - offset), abs(int(x.max(initial=0)) - offset)) if x.size else 0
     else:
@@ -236,16 +236,20 @@ class Requantizer:
         return plan
 
     def __call__(self, sums, bound: int, *, channels_last: bool = False) -> np.ndarray:
-        """int8 ``(C, H, W)`` (or ``(H, W, C)``) from exact sums ``(C, H, W)``, partial sums below ``bound``.
+        """int8 ``(C, H, W)`` from exact sums ``(C, H, W)`` whose partial sums stay below ``bound``.
 
-        ``sums`` is a float tensor or array in any memory layout.
+        ``sums`` is a float tensor or array in any memory layout. The result is
+        C-contiguous, or with ``channels_last`` a ``(C, H, W)`` view of
+        contiguous ``(H, W, C)`` memory.
         """
         sums = torch.as_tensor(sums)
         plan = self.plan_exact(bound) if sums.is_floating_point() else None
         if plan is None:
             acc = wrap_int32(np.rint(sums.numpy()).astype(np.int64) + self.bias[:, None, None])
             out = requantize(acc, self.m0[:, None, None], self.shift[:, None, None], self.zp_out, self.lo, self.hi)
-            return np.ascontiguousarray(out.transpose(1, 2, 0) if channels_last else out, dtype=np.int8)
+            if channels_last:
+                return np.ascontiguousarray(out.transpose(1, 2, 0), dtype=np.int8).transpose(2, 0, 1)
+            return np.ascontiguousarray(out, dtype=np.int8)
         lo_s, hi_s, mk, d0k, ek, nk = plan
         # Exact: the clip bounds are integers below ``bound`` (so exact in the sums' format), and every value
         # after it is an integer times 2**-(31+e) of magnitude below 2**53 units (plan_exact).
@@ -260,34 +264,41 @@ class Requantizer:
             v.add_(d0k + ek)  # exact: an integer multiple of the unit below 2**53 units
         v.floor_().clamp_(self.lo, self.hi)
         q = v.to(torch.int8)
-        return np.ascontiguousarray((q.permute(1, 2, 0) if channels_last else q).numpy())
+        if channels_last:
+            return np.ascontiguousarray(q.permute(1, 2, 0).numpy()).transpose(2, 0, 1)
+        return np.ascontiguousarray(q.numpy())
 
 
 def maxpool_int8(x: np.ndarray, kh: int, kw: int, sy: int, sx: int, pad_t: int, pad_l: int, out_h: int,
-                 out_w: int, *, channels_last: bool = False) -> np.ndarray:
-    """Max pool of int8 ``(C, H, W)`` (or ``(H, W, C)``) with explicit output size; padding never wins.
+                 out_w: int) -> np.ndarray:
+    """Max pool of int8 ``(C, H, W)`` with explicit output size; padding and overhang are never the maximum.
+
+    The result keeps the input's memory layout (a channels-last input gives a
+    channels-last ``(C, Ho, Wo)`` view).
 
     Raises
     ------
     ValueError
         When a window holds no input element.
     """
-    hwc = x if channels_last else x.transpose(1, 2, 0)  # slicing below is on the two leading axes
-    h, w, c = hwc.shape
+    c, h, w = x.shape
     need_h, need_w = (out_h - 1) * sy + kh, (out_w - 1) * sx + kw
+    channels_last = x.strides[0] < x.strides[2]
     if pad_t == pad_l == 0 and need_h <= h and need_w <= w:
-        src, empty = hwc, None
+        src, empty = x, None
     else:
         empty = np.iinfo(np.int16).min
-        src = np.full((max(need_h, pad_t + h), max(need_w, pad_l + w), c), empty, dtype=np.int16)
-        src[pad_t:pad_t + h, pad_l:pad_l + w] = hwc
+        shape = (c, max(need_h, pad_t + h), max(need_w, pad_l + w))
+        src = (np.full(shape[1:] + shape[:1], empty, np.int16).transpose(2, 0, 1) if channels_last
+               else np.full(shape, empty, np.int16))
+        src[:, pad_t:pad_t + h, pad_l:pad_l + w] = x
     out = None
     for ky in range(kh):
         for kx in range(kw):
-            win = src[ky:ky + sy * (out_h - 1) + 1:sy, kx:kx + sx * (out_w - 1) + 1:sx]
-            out = win.copy() if out is None else np.maximum(out, win, out=out)
+            win = src[:, ky:ky + sy * (out_h - 1) + 1:sy, kx:kx + sx * (out_w - 1) + 1:sx]
+            out = win.copy(order="K") if out is None else np.maximum(out, win, out=out)
     if empty is not None:
         if (out == empty).any():
             raise ValueError("a pooling window holds no input element")
-        out = out.astype(np.int8)
-    return out if channels_last else np.ascontiguousarray(out.transpose(2, 0, 1))
+        out = out.astype(np.int8, order="K")
+    return out

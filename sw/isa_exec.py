@@ -122,7 +122,8 @@ class IsaMachine:
     @staticmethod
     def _maxpool_band(x, k, pad_t, pad_l, out_h, out_w):
         """Stride-2 max pool of an ``(H, W, C)`` band with explicit output size; padding and overhang never win."""
-        return maxpool_int8(x, k, k, 2, 2, pad_t, pad_l, out_h, out_w, channels_last=True)
+        return np.ascontiguousarray(maxpool_int8(x.transpose(2, 0, 1), k, k, 2, 2, pad_t, pad_l, out_h,
+                                                 out_w).transpose(1, 2, 0))
 
     def _conv_constants(self, wblob: int, cout: int, cin_lanes: int, kh: int, kw: int, zp_out: int, act_min: int,
                         act_max: int):
@@ -162,17 +163,20 @@ class IsaMachine:
         r0, c0 = -pad_t, -pad_l
         r1 = (out_h - 1) * sy - pad_t + (kh - 1) * dil + 1
         c1 = (out_w - 1) * sx - pad_l + (kw - 1) * dil + 1
-        canvas = np.full((r1 - r0, c1 - c0, lanes), zp_in, dtype=np.float32)  # channels last
         ys, ye = max(r0, 0), min(r1, h)
         xs, xe = max(c0, 0), min(c1, w)
+        window = x[ys:ye, xs:xe, :lanes] if ys < ye and xs < xe else None
+        if window is not None and window.shape[:2] == (r1 - r0, c1 - c0):  # inside the band: no padding
+            canvas = window.astype(np.float32)
+        else:
+            canvas = np.full((r1 - r0, c1 - c0, lanes), zp_in, dtype=np.float32)  # channels last
+            if window is not None:
+                canvas[ys - r0:ye - r0, xs - c0:xe - c0] = window
         amp = 128  # |int8| and |zp_in| <= 128; the data's own range when that bound is too coarse
-        if ys < ye and xs < xe:
-            window = x[ys:ye, xs:xe, :lanes]
-            canvas[ys - r0:ye - r0, xs - c0:xe - c0] = window
-            if amp * weights.max_abs_row >= F32_EXACT:
-                amp = max(abs(zp_in), -int(window.min()), int(window.max()))
+        if amp * weights.max_abs_row >= F32_EXACT and window is not None:
+            amp = max(abs(zp_in), -int(window.min()), int(window.max()))
         sums, bound = conv_sum(hwc_tensor(canvas), amp, weights, stride=(sy, sx), dilation=(dil, dil))
-        out = requant(sums, bound, channels_last=True)
+        out = requant(sums, bound, channels_last=True).transpose(1, 2, 0)  # contiguous (H, W, C)
         assert out.shape[:2] == (out_h, out_w), (out.shape, out_h, out_w)
         return out
 
