@@ -226,12 +226,16 @@ class Requantizer:
                          for m, lo, hi, d, x in zip(self.m0, lo_s, hi_s, d0, ek, strict=True)), default=0)
             if worst < F64_EXACT:
                 scale = np.ldexp(1.0, -(31 + e).astype(np.int32))          # 2**-(31+e), exact
-                plan = tuple(torch.from_numpy(np.asarray(v, np.float64).reshape(-1, 1, 1)) for v in (
+                col = [torch.from_numpy(np.asarray(v, np.float64).reshape(-1, 1, 1)) for v in (
                     lo_s, hi_s,
                     self.m0 * scale,                                  # m0 * 2**-(31+e), exact
                     np.array(d0, np.float64) * scale,
                     np.array(ek, np.float64) * scale,
-                    np.where(e > 0, 2.0 ** 31, 0.0) * scale))
+                    np.array([d + x for d, x in zip(d0, ek, strict=True)], np.float64) * scale,
+                    np.where(e > 0, 2.0 ** 31, 0.0) * scale)]
+                # The clip bounds in each sums format: exact in float32 too, as |bounds| <= bound < 2**24 there.
+                clip = {torch.float64: (col[0], col[1]), torch.float32: (col[0].float(), col[1].float())}
+                plan = (clip, *col[2:])
         self._plans[bound] = plan
         return plan
 
@@ -250,10 +254,13 @@ class Requantizer:
             if channels_last:
                 return np.ascontiguousarray(out.transpose(1, 2, 0), dtype=np.int8).transpose(2, 0, 1)
             return np.ascontiguousarray(out, dtype=np.int8)
-        lo_s, hi_s, mk, d0k, ek, nk = plan
+        clip, mk, d0k, ek, d0ek, nk = plan
         # Exact: the clip bounds are integers below ``bound`` (so exact in the sums' format), and every value
         # after it is an integer times 2**-(31+e) of magnitude below 2**53 units (plan_exact).
-        v = torch.clamp(sums, lo_s.to(sums.dtype), hi_s.to(sums.dtype)).double()
+        if sums.dtype not in clip or (sums.dtype == torch.float32 and bound >= F32_EXACT):
+            raise ValueError(f"{sums.dtype} sums with bound {bound}: not an exact integer representation")
+        lo_s, hi_s = clip[sums.dtype]
+        v = torch.clamp(sums, lo_s, hi_s).double()
         v.mul_(mk)
         if self.lo < self.zp_out:
             # rdbpot's negative branch (a*m0 + 2**30 < 0); with lo >= zp those outputs clamp to lo anyway.
@@ -261,7 +268,7 @@ class Requantizer:
             v.sub_((v < 0) * nk)
             v.add_(ek)
         else:
-            v.add_(d0k + ek)  # exact: an integer multiple of the unit below 2**53 units
+            v.add_(d0ek)  # exact: an integer multiple of the unit below 2**53 units
         v.floor_().clamp_(self.lo, self.hi)
         q = v.to(torch.int8)
         if channels_last:
