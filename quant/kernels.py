@@ -48,6 +48,7 @@ Requantization (:class:`Requantizer`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -86,8 +87,9 @@ class ConvWeights:
             self._w64 = self.w32.double()
         return self._w64
 
-    @property
+    @functools.cached_property
     def max_abs_row(self) -> int:
+        """``max_c sum_taps |w[c]|``: with the input's ``amp``, the bound on every partial sum."""
         return int(self.abs_rows.max(initial=0))
 
 
