@@ -209,6 +209,7 @@ def conv_accumulate(x, w, bias, zp_in: int, *, stride=1, padding=0, dilation=1,
 
 
 def _requant_params(cout: int, m0, shift, zp_out: int, act_min: int, act_max: int):
+    """Validated requantization parameters, ``m0`` and ``shift`` broadcast to ``(cout,)`` int64."""
     m0 = _int_array(np.broadcast_to(np.asarray(m0), (cout,)), "m0", 0, (1 << 31) - 1, 1)
     shift = _int_array(np.broadcast_to(np.asarray(shift), (cout,)), "shift", 0, MAX_SHIFT, 1)
     zp_out = _check_int8(zp_out, "zp_out")
@@ -361,6 +362,7 @@ _prepared_nodes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _node_prepared(node):
+    """A graph node's :func:`prepare_conv` constants (both weight sets of a dual convolution), made once."""
     prep = _prepared_nodes.get(node)
     if prep is None:
         if isinstance(node, QDualConv):

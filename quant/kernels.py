@@ -76,6 +76,7 @@ class ConvWeights:
 
     @classmethod
     def from_int(cls, w: np.ndarray) -> ConvWeights:
+        """From int8 weights ``(Cout, Cin, kh, kw)`` (the float32 copy channels-last, as oneDNN reads it)."""
         w = np.asarray(w)
         a = np.abs(w.astype(np.int64))
         w32 = torch.from_numpy(w.astype(np.float32)).contiguous(memory_format=torch.channels_last)
@@ -83,6 +84,7 @@ class ConvWeights:
 
     @property
     def w64(self) -> torch.Tensor:
+        """float64 copy, made on first use (only the float64 fallback needs it)."""
         if self._w64 is None:
             self._w64 = self.w32.double()
         return self._w64

@@ -73,6 +73,7 @@ class QnnpackNetwork:
 
     @staticmethod
     def _conv_module(node):
+        """The ``torch.ao`` quantized convolution of a QConv node, as :func:`quant.torch_ref.qnnpack_conv`."""
         t, left, b, r = node.padding
         relu = node.act_min == node.zp_out and node.act_min > -128
         w_scale = torch.from_numpy(np.asarray(node.weight_scale, dtype=np.float64))
@@ -123,6 +124,7 @@ def _checks(runner, golden_mod, qgraph, qnet, fmodel, x) -> tuple[bool, list[str
 
 
 def main(argv=None) -> int:
+    """Measure, print the table and the targets; 0 when every layer of the checked run is bit-exact."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every measurement (default 1)")
     ap.add_argument("--runs", type=int, default=15, help="measured rounds (default 15)")
