@@ -322,7 +322,7 @@ def maxpool2d(x, kernel, stride=None, padding=0, ceil_mode: bool = False) -> np.
     ho = maxpool_out_size(h, kh, sy, py, ceil_mode)
     wo = maxpool_out_size(w, kw, sx, px, ceil_mode)
     if not _use_reference:
-        return maxpool_int8(x, kh, kw, sy, sx, py, px, ho, wo)
+        return maxpool_int8(x.astype(np.int8, copy=False), kh, kw, sy, sx, py, px, ho, wo)
     # Pad with a value below int8 on every side far enough for the last window.
     ext_h = (ho - 1) * sy + kh
     ext_w = (wo - 1) * sx + kw

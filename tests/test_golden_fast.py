@@ -202,6 +202,7 @@ def test_maxpool_fast_equals_reference(rng, k, s, p, ceil_mode, size):
     x = rng.integers(-128, 128, (5, *size)).astype(np.int8)
     fast, ref = _both(golden.maxpool2d, x, k, s, p, ceil_mode)
     np.testing.assert_array_equal(fast, ref)
+    assert golden.maxpool2d(x.astype(np.int64), k, s, p, ceil_mode).dtype == np.int8
     # A channels-last input (as the ISA interpreter's bands are) gives a channels-last result.
     view = np.ascontiguousarray(x.transpose(1, 2, 0)).transpose(2, 0, 1)
     got = maxpool_int8(view, k, k, s, s, p, p, *fast.shape[1:])
