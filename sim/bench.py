@@ -3,8 +3,10 @@
 1. SqueezeNet 1.1's eight Fire modules, each alone at its real size (as `make sim`).
 2. Whole SqueezeNet 1.1 on coco_cat.jpg: per-layer table, every layer checked against the golden model.
 3. Whole RFSong-779 on people_1.jpg (same), unless --skip-rfsong.
+4. Golden-model speed (sim.bench_golden): SqueezeNet 1.1 per inference, golden model and the
+   per-layer-checked golden backend beside PyTorch float32 and int8 (QNNPACK), one thread.
 
-Per-layer reports go to results/<network>.{csv,json,png}. Everything runs in
+Per-layer reports go to results/<network>.{csv,json,png}. Sections 1-3 run in
 Verilator on the configured array; frames per second are at --clock MHz.
 """
 
@@ -26,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", type=float, default=100.0, help="MHz, for frames per second")
     ap.add_argument("--skip-rfsong", action="store_true")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--golden-threads", type=int, default=1, help="threads for section 4 (default 1)")
+    ap.add_argument("--skip-golden", action="store_true", help="leave out section 4")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -58,6 +62,13 @@ def main(argv=None) -> int:
         for p in res.report.save(f"{args.out}/{net}"):
             print(f"wrote {p}")
         ok &= res.report.bit_exact is True
+    if not args.skip_golden:
+        from sim import bench_golden
+
+        print()
+        print(f"== {len(runs) + 2}. golden-model speed, SqueezeNet 1.1 (sim.bench_golden) ==", flush=True)
+        ok &= bench_golden.main(["--threads", str(args.golden_threads)]) == 0
+        torch.set_num_threads(2)
     return 0 if ok else 1
 
 
