@@ -26,11 +26,19 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS
-
 from .array import SystolicArray
 from .bus import MemPortSignature
-from .isa import ADDR_BITS, CB_BITS, DIM_BITS, IBUF_ADDR_BITS, EngineConfig
+from .isa import (
+    ACC_BITS,
+    ADDR_BITS,
+    CB_BITS,
+    DIM_BITS,
+    IBUF_ADDR_BITS,
+    M0_BITS,
+    SHIFT_BITS,
+    EngineConfig,
+    param_tile_layout,
+)
 
 __all__ = ["ConvOp", "ConvUnit", "small_mul"]
 
@@ -107,8 +115,8 @@ class ConvUnit(wiring.Component):
             "wmem": Out(MemPortSignature(R, config.mem_addr_bits)),
             "rq_valid": Out(1),
             "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": Out(data.ArrayLayout(signed(32), R)),
-            "rq_shift": Out(data.ArrayLayout(unsigned(5), R)),
+            "rq_m0": Out(data.ArrayLayout(signed(M0_BITS), R)),
+            "rq_shift": Out(data.ArrayLayout(unsigned(SHIFT_BITS), R)),
             "rq_zp": Out(signed(8)),
             "rq_min": Out(signed(8)),
             "rq_max": Out(signed(8)),
@@ -161,16 +169,16 @@ class ConvUnit(wiring.Component):
         desc_layout = data.StructLayout({"npass": range(P + 1), "cot": DIM_BITS, "first": 1,
                                          "groups": range(G + 1)})
         desc = [Signal(desc_layout, name=f"desc{b}") for b in range(2)]
-        params = [Signal(9 * C * 8, name=f"params{b}") for b in range(2)]
+        params = [Signal(param_tile_layout(C), name=f"params{b}") for b in range(2)]
 
         def bias(b, c):
-            return params[b][32 * c:32 * c + 32].as_signed()
+            return params[b].bias[c]
 
         def m0(b, c):
-            return params[b][32 * C + 32 * c:32 * C + 32 * c + 32].as_signed()
+            return params[b].m0[c]
 
         def shift(b, c):
-            return params[b][64 * C + 8 * c:64 * C + 8 * c + 5]
+            return params[b].shift[c].value
 
         # Feeder -> weight loader handshake.
         feed_release = Signal()             # feeder finished a tile in buffer fpar
@@ -425,7 +433,7 @@ class ConvUnit(wiring.Component):
             with m.If(in_params):
                 for b in range(2):
                     with m.If(rbank == b):
-                        m.d.sync += params[b].word_select(r_i[:max(1, (PW - 1).bit_length())], 8 * R).eq(
+                        m.d.sync += params[b].as_value().word_select(r_i[:max(1, (PW - 1).bit_length())], 8 * R).eq(
                             wfifo.r_data)
                 with m.If(r_i == PW - 1):
                     m.d.sync += param_ok.bit_select(rbank, 1).eq(1)
@@ -476,8 +484,8 @@ class ConvUnit(wiring.Component):
         m.d.comb += rdata.eq(Mux(dbank, banks[1][0].data, banks[0][0].data))
         for k in range(R):
             lane_acc = Signal(signed(ACC_BITS), name=f"lane_acc{k}")
-            lane_m0 = Signal(signed(32), name=f"lane_m0{k}")
-            lane_sh = Signal(5, name=f"lane_sh{k}")
+            lane_m0 = Signal(signed(M0_BITS), name=f"lane_m0{k}")
+            lane_sh = Signal(SHIFT_BITS, name=f"lane_sh{k}")
             with m.Switch(d_g):
                 for g in range(G):
                     with m.Case(g):

@@ -18,7 +18,7 @@ A micro-operation starts when the previous one has finished completely
 (including its last memory write), so every buffer dependency is honoured.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -32,7 +32,7 @@ from .isa import (
     DIM_BITS,
     ENGINE_ID,
     PROFILE_FIELDS,
-    PROFILE_RECORD_BYTES,
+    REGISTERS,
     VERSION,
     ConvCmd,
     EngineConfig,
@@ -41,7 +41,9 @@ from .isa import (
     GapCmd,
     Opcode,
     PoolCmd,
+    ProfileRecord,
     Reg,
+    StatusLayout,
 )
 from .load import LoadOp, LoadUnit
 from .output import OutputPath
@@ -142,17 +144,14 @@ class Engine(wiring.Component):
         scratch = Signal(32)
         cycles = Signal(32)
         active = Signal(32)
-        st_busy = Signal()
-        st_done = Signal()
-        st_error = Signal()
-        err_code = Signal(ErrorCode)
+        status = Signal(StatusLayout)
+        st_busy, st_done, st_error, err_code = status.busy, status.done, status.error, status.error_code
         profile = Signal()
         start = Signal()
         clear = Signal()
         c0, c1, c2 = cfg.config_words()
 
-        status = Cat(st_busy, st_done, st_error, Const(0, 5), err_code.as_value())
-        reg_values = {
+        registers = {
             Reg.ID: ENGINE_ID, Reg.VERSION: (VERSION[0] << 16) | VERSION[1],
             Reg.CONFIG0: c0, Reg.CONFIG1: c1, Reg.CONFIG2: c2,
             Reg.STATUS: status, Reg.CMD_ADDR: cmd_addr, Reg.CMD_COUNT: cmd_count, Reg.CMD_INDEX: cmd_index,
@@ -161,16 +160,17 @@ class Engine(wiring.Component):
         with m.If(self.csr.r_stb):
             m.d.sync += self.csr.r_data.eq(0)
             with m.Switch(self.csr.addr):
-                for reg, value in reg_values.items():
-                    with m.Case(int(reg)):
-                        m.d.sync += self.csr.r_data.eq(value)
+                for spec in REGISTERS:
+                    if "R" in spec.access:
+                        with m.Case(spec.index):
+                            m.d.sync += self.csr.r_data.eq(registers[Reg[spec.name]])
         with m.If(self.csr.w_stb), m.Switch(self.csr.addr):
             with m.Case(int(Reg.CTRL)):
                 m.d.comb += [start.eq(self.csr.w_data[0]), clear.eq(self.csr.w_data[1])]
-            for reg, sig in ((Reg.CMD_ADDR, cmd_addr), (Reg.CMD_COUNT, cmd_count),
-                             (Reg.PROF_ADDR, prof_addr), (Reg.SCRATCH, scratch)):
-                with m.Case(int(reg)):
-                    m.d.sync += sig.eq(self.csr.w_data)
+            for spec in REGISTERS:
+                if spec.access == "RW":
+                    with m.Case(spec.index):
+                        m.d.sync += registers[Reg[spec.name]].eq(self.csr.w_data)
         with m.If(clear):
             m.d.sync += [st_done.eq(0), st_error.eq(0), err_code.eq(ErrorCode.NONE)]
         m.d.comb += self.irq.eq(st_done | st_error)
@@ -193,9 +193,8 @@ class Engine(wiring.Component):
         cmd_base = Signal(32)
 
         # Profile record of the command: one u32 counter per PROFILE_FIELDS entry, as words.
-        counters = {f: Signal(32, name=f"prof_{f}") for f in PROFILE_FIELDS}
-        record = Signal(8 * PROFILE_RECORD_BYTES)
-        m.d.comb += record.eq(Cat(*counters.values()))
+        record = Signal(ProfileRecord)
+        counters = {f: record[f] for f in PROFILE_FIELDS}
         pwords = cfg.profile_words
         prof_i = Signal(range(pwords + 1))
         phase = {f: Signal(name=f"in_{f}") for f in ("load", "op0", "op1", "op2")}
@@ -422,8 +421,8 @@ class Engine(wiring.Component):
                              seq_mem.req.payload.addr.eq(prof_addr + cmd_index * pwords if pwords == 1
                                                          else prof_addr + (cmd_index << (pwords.bit_length() - 1))
                                                          + prof_i),
-                             seq_mem.req.payload.data.eq(record.word_select(prof_i, W)
-                                                         if record.shape().width > W else record)]
+                             seq_mem.req.payload.data.eq(record.as_value().word_select(prof_i, W)
+                                                         if ProfileRecord.size > W else record)]
                 with m.If(seq_mem.req.ready):
                     m.d.sync += prof_i.eq(prof_i + 1)
                     with m.If(prof_i == pwords - 1):

@@ -5,10 +5,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS
-
 from .bus import MemPortSignature
-from .isa import IBUF_ADDR_BITS, EngineConfig
+from .isa import ACC_BITS, IBUF_ADDR_BITS, M0_BITS, SHIFT_BITS, EngineConfig
 from .requant import Requantizer
 
 __all__ = ["OutputPath"]
@@ -38,8 +36,8 @@ class OutputPath(wiring.Component):
         super().__init__({
             "rq_valid": In(1),
             "rq_acc": In(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": In(data.ArrayLayout(signed(32), R)),
-            "rq_shift": In(data.ArrayLayout(unsigned(5), R)),
+            "rq_m0": In(data.ArrayLayout(signed(M0_BITS), R)),
+            "rq_shift": In(data.ArrayLayout(unsigned(SHIFT_BITS), R)),
             "rq_zp": In(signed(8)),
             "rq_min": In(signed(8)),
             "rq_max": In(signed(8)),

@@ -4,9 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS
-
-from .isa import ADDR_BITS, CB_BITS, IBUF_ADDR_BITS, EngineConfig
+from .isa import ACC_BITS, ADDR_BITS, CB_BITS, IBUF_ADDR_BITS, M0_BITS, SHIFT_BITS, EngineConfig
 
 __all__ = ["StoreOp", "StoreUnit", "GapOp", "GapUnit"]
 
@@ -23,8 +21,8 @@ GapOp = data.StructLayout({
     "n_pix": 24,
     "cb": CB_BITS,
     "dst": ADDR_BITS,
-    "m0": 32,
-    "shift": 5,
+    "m0": M0_BITS,
+    "shift": SHIFT_BITS,
     "zp_in": signed(8),
     "zp_out": signed(8),
 })
@@ -90,8 +88,8 @@ class GapUnit(wiring.Component):
             "ib_raddr": Out(IBUF_ADDR_BITS), "ib_ren": Out(1), "ib_rdata": In(8 * R),
             "rq_valid": Out(1),
             "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": Out(data.ArrayLayout(signed(32), R)),
-            "rq_shift": Out(data.ArrayLayout(5, R)),
+            "rq_m0": Out(data.ArrayLayout(signed(M0_BITS), R)),
+            "rq_shift": Out(data.ArrayLayout(SHIFT_BITS, R)),
             "rq_zp": Out(signed(8)), "rq_min": Out(signed(8)), "rq_max": Out(signed(8)),
             "rq_addr": Out(ADDR_BITS),
             "rq_ready": In(1),

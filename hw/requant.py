@@ -14,11 +14,9 @@ from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS, MAX_SHIFT
+from .isa import ACC_BITS, M0_BITS, SHIFT_BITS
 
 __all__ = ["Requantizer"]
-
-_SHIFT_BITS = MAX_SHIFT.bit_length()
 
 
 class Requantizer(wiring.Component):
@@ -52,8 +50,8 @@ class Requantizer(wiring.Component):
         super().__init__({
             "i_valid": In(1),
             "acc": In(data.ArrayLayout(signed(ACC_BITS), lanes)),
-            "m0": In(data.ArrayLayout(signed(32), lanes)),
-            "shift": In(data.ArrayLayout(unsigned(_SHIFT_BITS), lanes)),
+            "m0": In(data.ArrayLayout(signed(M0_BITS), lanes)),
+            "shift": In(data.ArrayLayout(unsigned(SHIFT_BITS), lanes)),
             "zp_out": In(signed(8)),
             "act_min": In(signed(8)),
             "act_max": In(signed(8)),
@@ -80,7 +78,7 @@ class Requantizer(wiring.Component):
         zp = [Signal(signed(8), name=f"zp_s{i}") for i in range(L - 1)]
         lo = [Signal(signed(8), name=f"lo_s{i}") for i in range(L - 1)]
         hi = [Signal(signed(8), name=f"hi_s{i}") for i in range(L - 1)]
-        sh = [Signal(data.ArrayLayout(unsigned(_SHIFT_BITS), n), name=f"sh_s{i}") for i in range(5)]
+        sh = [Signal(data.ArrayLayout(unsigned(SHIFT_BITS), n), name=f"sh_s{i}") for i in range(5)]
         m.d.sync += [valid[0].eq(self.i_valid), user[0].eq(self.i_user), zp[0].eq(self.zp_out),
                      lo[0].eq(self.act_min), hi[0].eq(self.act_max), sh[0].eq(self.shift)]
         for i in range(1, L):
