@@ -11,12 +11,38 @@ lane, with gemmlowp's rounding written out:
 """
 
 from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .isa import ACC_BITS, M0_BITS, SHIFT_BITS
+from .isa import ACC_BITS, ADDR_BITS, M0_BITS, SHIFT_BITS
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "requant_request_layout", "RequantRequestSignature"]
+
+
+def requant_request_layout(lanes: int) -> data.StructLayout:
+    """One vector to requantize and where its int8 word goes: ``lanes`` accumulators with each
+    channel's multiplier and shift, the output zero point and clamp, the word address, and whether
+    it goes to the activation buffer (1) or to memory (0)."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(ACC_BITS), lanes),
+        "m0": data.ArrayLayout(signed(M0_BITS), lanes),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), lanes),
+        "zp_out": signed(8),
+        "act_min": signed(8),
+        "act_max": signed(8),
+        "addr": ADDR_BITS,
+        "ibuf": 1,
+    })
+
+
+def RequantRequestSignature(lanes: int) -> stream.Signature:
+    """The stream of :func:`requant_request_layout` into the output path.
+
+    Its ``ready`` is a credit: it never depends on ``valid``, and a producer raises ``valid`` only in
+    a cycle with ``ready`` (so every vector presented is taken). The producers (the accumulator
+    drain, the average pool) would otherwise need a skid register, one more cycle per drain.
+    """
+    return stream.Signature(requant_request_layout(lanes))
 
 
 class Requantizer(wiring.Component):

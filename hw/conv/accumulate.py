@@ -1,11 +1,12 @@
 """The accumulator banks and their drain: partial sums in, accumulator vectors out to requantization."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..isa import ACC_BITS, ADDR_BITS, M0_BITS, SHIFT_BITS, EngineConfig, param_tile_layout
+from ..requant import RequantRequestSignature
 from .feeder import pass_layout, vector_meta_layout
 from .plan import ConvOp, log2_exact
 
@@ -18,8 +19,8 @@ class AccumulatorBanks(wiring.Component):
     ``issued`` is the metadata of each vector entering the array; ``psum`` its partial sums
     ``array_latency`` cycles later, added to the bank (to the bias on a pass's first tile). A pass
     announced on ``pass_start`` makes its bank ``bank_busy``; after its last vector the bank drains,
-    one group of ``rows`` channels per cycle while ``rq_ready``, as ``rq_*`` (accumulators, the
-    channels' ``m0`` and ``shift``, the destination word), and is free again.
+    one group of ``rows`` channels per cycle while ``rq.ready`` (a credit), on ``rq`` (accumulators,
+    the channels' ``m0`` and ``shift``, the destination word), and is free again.
     """
 
     def __init__(self, config: EngineConfig, *, psum_bits: int, array_latency: int):
@@ -35,16 +36,7 @@ class AccumulatorBanks(wiring.Component):
             "params": In(data.ArrayLayout(param_tile_layout(C), 2)),
             "bank_busy": Out(2),
             "draining": Out(1),
-            "rq_valid": Out(1),
-            "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": Out(data.ArrayLayout(signed(M0_BITS), R)),
-            "rq_shift": Out(data.ArrayLayout(unsigned(SHIFT_BITS), R)),
-            "rq_zp": Out(signed(8)),
-            "rq_min": Out(signed(8)),
-            "rq_max": Out(signed(8)),
-            "rq_addr": Out(ADDR_BITS),
-            "rq_ibuf": Out(1),
-            "rq_ready": In(1),
+            "rq": Out(RequantRequestSignature(R)),
         })
 
     def elaborate(self, platform):
@@ -109,6 +101,7 @@ class AccumulatorBanks(wiring.Component):
         pixel = Signal(range(P + 1))
         group = Signal(range(G + 1))
         out_pix = Signal(ADDR_BITS)
+        request = self.rq.payload
         current = Signal(pass_layout(cfg))
         m.d.comb += current.eq(Mux(drain_bank, passes[1], passes[0]))
         for k in range(R):
@@ -123,9 +116,9 @@ class AccumulatorBanks(wiring.Component):
                                      lane_m0.eq(Mux(drain_bank, params[1].m0[c], params[0].m0[c])),
                                      lane_shift.eq(Mux(drain_bank, params[1].shift[c].value,
                                                        params[0].shift[c].value))]
-            m.d.comb += [self.rq_acc[k].eq(lane_acc), self.rq_m0[k].eq(lane_m0), self.rq_shift[k].eq(lane_shift)]
-        m.d.comb += [self.rq_zp.eq(op.zp_out), self.rq_min.eq(op.act_min), self.rq_max.eq(op.act_max),
-                     self.rq_addr.eq(out_pix + group), self.rq_ibuf.eq(op.dst_ibuf)]
+            m.d.comb += [request.acc[k].eq(lane_acc), request.m0[k].eq(lane_m0), request.shift[k].eq(lane_shift)]
+        m.d.comb += [request.zp_out.eq(op.zp_out), request.act_min.eq(op.act_min), request.act_max.eq(op.act_max),
+                     request.addr.eq(out_pix + group), request.ibuf.eq(op.dst_ibuf)]
 
         with m.FSM(name="drain") as fsm:
             with m.State("IDLE"), m.If(bank_full.bit_select(drain_bank, 1)):
@@ -136,8 +129,8 @@ class AccumulatorBanks(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += draining_run.eq(1)
-                with m.If(self.rq_ready):
-                    m.d.comb += self.rq_valid.eq(1)
+                with m.If(self.rq.ready):
+                    m.d.comb += self.rq.valid.eq(1)
                     with m.If(group == current.groups - 1):
                         m.d.sync += [group.eq(0), pixel.eq(pixel + 1), out_pix.eq(out_pix + op.dst_pix)]
                         with m.If(pixel == current.npass - 1):

@@ -20,13 +20,14 @@ pixel. The first vector reaches the accumulators ``FEED_LATENCY + rows + cols``
 cycles after issue.
 """
 
-from amaranth.hdl import Module, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..array import SystolicArray
 from ..bus import MemPortSignature
-from ..isa import ACC_BITS, ADDR_BITS, IBUF_ADDR_BITS, M0_BITS, SHIFT_BITS, EngineConfig
+from ..isa import IBUF_ADDR_BITS, EngineConfig
+from ..requant import RequantRequestSignature
 from .accumulate import AccumulatorBanks
 from .feeder import AddressGenerator
 from .plan import ConvOp, ConvPlanner
@@ -48,8 +49,8 @@ class ConvUnit(wiring.Component):
         Activation buffer read port (synchronous: data the cycle after ``ib_ren``).
     wmem : Out(MemPortSignature)
         Reads of the weight blob (read-only client).
-    rq_* : Out, rq_ready : In
-        Accumulator vectors to the output path, one ``rows``-wide group per cycle when ``rq_ready``.
+    rq : Out(RequantRequestSignature)
+        Accumulator vectors to the output path, one ``rows``-wide group per cycle when ``rq.ready``.
     active : Out
         High in every cycle an activation vector with real data enters the array.
     wait_weights, wait_bank : Out
@@ -71,16 +72,7 @@ class ConvUnit(wiring.Component):
             "ib_ren": Out(1),
             "ib_rdata": In(8 * R),
             "wmem": Out(MemPortSignature(R, config.mem_addr_bits)),
-            "rq_valid": Out(1),
-            "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": Out(data.ArrayLayout(signed(M0_BITS), R)),
-            "rq_shift": Out(data.ArrayLayout(unsigned(SHIFT_BITS), R)),
-            "rq_zp": Out(signed(8)),
-            "rq_min": Out(signed(8)),
-            "rq_max": Out(signed(8)),
-            "rq_addr": Out(ADDR_BITS),
-            "rq_ibuf": Out(1),
-            "rq_ready": In(1),
+            "rq": Out(RequantRequestSignature(R)),
             "active": Out(1),
             "wait_weights": Out(1),
             "wait_bank": Out(1),
@@ -130,9 +122,8 @@ class ConvUnit(wiring.Component):
         wiring.connect(m, feeder.issued, banks.issued)
 
         # Accumulators out to the requantizer, and the unit's status.
-        for name in ("valid", "acc", "m0", "shift", "zp", "min", "max", "addr", "ibuf"):
-            m.d.comb += getattr(self, f"rq_{name}").eq(getattr(banks, f"rq_{name}"))
-        m.d.comb += [banks.rq_ready.eq(self.rq_ready), self.busy.eq(feeder.busy),
+        wiring.connect(m, wiring.flipped(self.rq), banks.rq)
+        m.d.comb += [self.busy.eq(feeder.busy),
                      self.active.eq(feeder.issued.valid), self.wait_weights.eq(feeder.wait_weights),
                      self.wait_bank.eq(feeder.wait_bank)]
         return m

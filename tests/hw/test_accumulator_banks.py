@@ -83,13 +83,13 @@ def test_banks_accumulate_and_drain(seed, bubble_p, ready_p):
             ctx.set(dut.psum, due if due is not None else [0] * C)
             pipeline.append(issued)
             ready = rng.random() < ready_p
-            ctx.set(dut.rq_ready, ready)
-            if ctx.get(dut.rq_valid):
+            ctx.set(dut.rq.ready, ready)
+            if ctx.get(dut.rq.valid):
                 if not ready:
-                    errors.append("rq_valid without rq_ready")
-                got.append((ctx.get(dut.rq_addr), list(ctx.get(dut.rq_acc)), list(ctx.get(dut.rq_m0)),
-                            list(ctx.get(dut.rq_shift)), ctx.get(dut.rq_zp), ctx.get(dut.rq_min),
-                            ctx.get(dut.rq_max), ctx.get(dut.rq_ibuf)))
+                    errors.append("rq.valid without rq.ready")
+                rq = ctx.get(dut.rq.payload)
+                got.append((rq.addr, list(rq.acc), list(rq.m0), list(rq.shift), rq.zp_out, rq.act_min,
+                            rq.act_max, rq.ibuf))
             elif ctx.get(dut.draining) and not ready:
                 seen["refusals"] += 1
             await ctx.tick()
