@@ -39,7 +39,7 @@ class MemArbiter(wiring.Component):
         m.submodules.tags = tags = SyncFIFO(width=max(1, (n - 1).bit_length()), depth=self._max_reads)
 
         ptr = Signal(range(n))
-        eligible = [p.req.valid & (p.req.payload.write | tags.w_rdy) for p in ports]
+        eligible = [p.req.valid & (p.req.payload.write | tags.w_stream.ready) for p in ports]
         grant = Signal(range(n))
         any_req = Signal()
         # Priority from the pointer round the ring.
@@ -58,15 +58,15 @@ class MemArbiter(wiring.Component):
             m.d.sync += ptr.eq(grant + 1 if n > 1 else 0)
             with m.If(grant == n - 1):
                 m.d.sync += ptr.eq(0)
-        m.d.comb += [tags.w_data.eq(grant), tags.w_en.eq(accepted & ~self.o.req.payload.write)]
+        m.d.comb += [tags.w_stream.payload.eq(grant), tags.w_stream.valid.eq(accepted & ~self.o.req.payload.write)]
 
         # Answers, in order, to the initiator at the head of the tag FIFO.
         for k, p in enumerate(ports):
             m.d.comb += [p.rsp.payload.eq(self.o.rsp.payload),
-                         p.rsp.valid.eq(self.o.rsp.valid & tags.r_rdy & (tags.r_data == k))]
-        with m.Switch(tags.r_data):
+                         p.rsp.valid.eq(self.o.rsp.valid & tags.r_stream.valid & (tags.r_stream.payload == k))]
+        with m.Switch(tags.r_stream.payload):
             for k, p in enumerate(ports):
                 with m.Case(k):
-                    m.d.comb += self.o.rsp.ready.eq(tags.r_rdy & p.rsp.ready)
-        m.d.comb += tags.r_en.eq(self.o.rsp.valid & self.o.rsp.ready)
+                    m.d.comb += self.o.rsp.ready.eq(tags.r_stream.valid & p.rsp.ready)
+        m.d.comb += tags.r_stream.ready.eq(self.o.rsp.valid & self.o.rsp.ready)
         return m

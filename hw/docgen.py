@@ -15,8 +15,27 @@ from amaranth.lib import data
 
 from . import isa
 
+#: Tile width used for the parameter-tile table (the layout scales with cols).
+_DOC_COLS = 2
 DOC = Path(__file__).resolve().parent.parent / "docs" / "ISA.md"
 BEGIN, END = "<!-- generated: python -m hw.docgen -->", "<!-- end generated -->"
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a bare ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
+
+
+def _describe(shape) -> str:
+    """A field's type as the tables print it."""
+    if isinstance(shape, type) and issubclass(shape, isa.enum.Enum):
+        return f"{shape.__name__} ({Shape.cast(shape).width} bits)"
+    if isinstance(shape, data.ArrayLayout):
+        return f"{shape.length} x {_describe(shape.elem_shape)}"
+    if isinstance(shape, data.StructLayout):
+        return "{" + ", ".join(f"{name}: {_describe(field.shape)}" for name, field in shape) + "}"
+    s = Shape.cast(shape)
+    return f"signed({s.width})" if s.signed else f"unsigned({s.width})"
 
 
 def _fields(layout: data.StructLayout, prefix: str = "", base: int = 0):
@@ -25,13 +44,7 @@ def _fields(layout: data.StructLayout, prefix: str = "", base: int = 0):
         if isinstance(shape, data.StructLayout):
             yield from _fields(shape, f"{prefix}{name}.", base + field.offset)
             continue
-        if isinstance(shape, type) and issubclass(shape, isa.enum.Enum):
-            desc = f"{shape.__name__} ({Shape.cast(shape).width} bits)"
-            width = Shape.cast(shape).width
-        else:
-            s = Shape.cast(shape)
-            desc, width = (f"signed({s.width})" if s.signed else f"unsigned({s.width})"), s.width
-        yield f"{prefix}{name}", base + field.offset, width, desc
+        yield f"{prefix}{name}", base + field.offset, Shape.cast(shape).width, _describe(shape)
 
 
 def _layout_table(title: str, layout: data.StructLayout, base: int = 0) -> list[str]:
@@ -50,14 +63,16 @@ def generate() -> str:
         out += _layout_table(f"{op.name} command", layout)
     out += ["### Error codes (STATUS bits 8..11)", "", "| code | value |", "| --- | --- |"]
     out += [f"| `{e.name}` | {e.value} |" for e in isa.ErrorCode] + [""]
-    out += ["### Registers (32 bits, CSR word index)", "", "| register | index |", "| --- | --- |"]
-    out += [f"| `{r.name}` | {int(r)} |" for r in isa.Reg] + [""]
+    out += ["### Registers (32 bits, CSR word index)", "", "| register | index | access | meaning |",
+            "| --- | --- | --- | --- |"]
+    out += [f"| `{r.name}` | {r.index} | {r.access} | {_cell(r.doc)} |" for r in isa.REGISTERS] + [""]
     out += ["### CTRL bits", "", "| bit | value |", "| --- | --- |"]
     out += [f"| `{b.name}` | {int(b):#x} |" for b in isa.Ctrl] + [""]
-    out += ["### STATUS bits", "", "| bit | value |", "| --- | --- |"]
-    out += [f"| `{b.name}` | {int(b):#x} |" for b in isa.Status] + ["| error code | bits 8..11 |", ""]
-    out += ["### Profile record (per command, little-endian u32 each)", "", "| offset | field |", "| --- | --- |"]
-    out += [f"| {4 * i} | `{f}` |" for i, f in enumerate(isa.PROFILE_FIELDS)] + [""]
+    out += _layout_table("STATUS register", isa.StatusLayout)
+    out += ["### Profile record (per command, little-endian u32 each)", "", "| byte offset | field |", "| --- | --- |"]
+    out += [f"| {field.offset // 8} | `{name}` |" for name, field in isa.ProfileRecord] + [""]
+    out += _layout_table(f"Parameters of a tile of C output channels (here C = {_DOC_COLS})",
+                         isa.param_tile_layout(_DOC_COLS))
     out.append(END)
     return "\n".join(out)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from amaranth.hdl import Shape, signed
+from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
@@ -34,7 +34,25 @@ __all__ = [
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
     "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
+    "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS", "SHIFT_BITS", "MAX_SHIFT",
+    "ChannelParams", "param_tile_layout", "StatusLayout", "ProfileRecord", "RegisterSpec", "REGISTERS",
 ]
+
+# --- arithmetic constants (the one definition; quant.arith imports them) -------------------------
+
+#: Accumulator width: products and sums wrap modulo 2**32 exactly as the hardware's adders do.
+ACC_BITS = 32
+INT8_MIN, INT8_MAX = -128, 127
+#: Weights are symmetric: -128 is never produced, so |w| <= 127.
+WEIGHT_MAX = 127
+#: Bits of the fixed-point multiplier m0's fraction (a Q0.31 number in [0.5, 1)).
+MULT_BITS = 31
+#: Width of the stored multiplier m0 (a signed int32).
+M0_BITS = 32
+#: Width of the requantizer's right shift.
+SHIFT_BITS = 5
+#: Largest right shift the requantizer implements.
+MAX_SHIFT = (1 << SHIFT_BITS) - 1
 
 #: Identification register value: ASCII "KNDL".
 ENGINE_ID = 0x4B4E444C
@@ -51,7 +69,7 @@ ADDR_BITS = 32    # external word addresses in commands (the engine checks them 
 IBUF_ADDR_BITS = 16
 
 #: The fields of the per-command profiling record, each a little-endian u32, in order:
-#: where a command's cycles went.
+#: where a command's cycles went (the layout is :data:`ProfileRecord`).
 PROFILE_FIELDS = (
     "cycles",        # from the fetch of the command to the end of its last write
     "active",        # cycles in which an activation vector entered the array
@@ -62,7 +80,30 @@ PROFILE_FIELDS = (
     "wait_weights",  # cycles the array idled for a weight tile that had not arrived
     "wait_bank",     # cycles a pass waited for its accumulator bank to drain (or its parameters)
 )
-PROFILE_RECORD_BYTES = 4 * len(PROFILE_FIELDS)
+#: The profiling record as the engine writes it to memory: one u32 counter per field, in order.
+ProfileRecord = data.StructLayout({name: unsigned(32) for name in PROFILE_FIELDS})
+PROFILE_RECORD_BYTES = ProfileRecord.size // 8
+
+#: The requantization parameters of one output channel, as the requantizer takes them.
+ChannelParams = data.StructLayout({
+    "bias": signed(ACC_BITS),  # effective bias (input zero point folded in)
+    "m0": signed(M0_BITS),     # fixed-point multiplier
+    "shift": unsigned(SHIFT_BITS),
+})
+
+#: A stored shift: one byte per channel, the low SHIFT_BITS used.
+_ShiftByte = data.StructLayout({"value": unsigned(SHIFT_BITS), "unused": unsigned(8 - SHIFT_BITS)})
+
+
+def param_tile_layout(cols: int) -> data.StructLayout:
+    """The parameters of one tile of ``cols`` output channels as stored at the head of each tile's
+    weight-blob block (``hw.layout.pack_conv_blob``): ``cols`` int32 biases, then ``cols`` int32
+    multipliers, then ``cols`` shift bytes, little-endian."""
+    return data.StructLayout({
+        "bias": data.ArrayLayout(ChannelParams["bias"].shape, cols),
+        "m0": data.ArrayLayout(ChannelParams["m0"].shape, cols),
+        "shift": data.ArrayLayout(_ShiftByte, cols),
+    })
 
 
 def _is_pow2(n: int) -> bool:
@@ -135,8 +176,8 @@ class EngineConfig:
 
     @property
     def param_words(self) -> int:
-        """Words of one output-channel tile's parameters: bias, m0 (int32) and shift (int8) per channel."""
-        return 9 * self.cols // self.rows
+        """Words of one output-channel tile's parameters (:func:`param_tile_layout`)."""
+        return param_tile_layout(self.cols).size // (8 * self.rows)
 
     @property
     def profile_words(self) -> int:
@@ -186,23 +227,38 @@ class ErrorCode(enum.Enum, shape=4):
     BAD_PIXEL_STRIDE = 10  # a pixel stride smaller than the pixel (src_pix or dst_pix < its blocks)
 
 
-class Reg(enum.IntEnum):
-    """Register map: 32-bit registers at word indices on the CSR bus."""
+@dataclasses.dataclass(frozen=True)
+class RegisterSpec:
+    """One 32-bit register of the CSR bus: its name, word index, access and meaning."""
 
-    ID = 0          # R: ENGINE_ID
-    VERSION = 1     # R: major << 16 | minor
-    CONFIG0 = 2     # R: rows | cols << 8 | mem_addr_bits << 16 | log2(pool_max_cb) << 24
-    CONFIG1 = 3     # R: ibuf_depth (words)
-    CONFIG2 = 4     # R: acc_depth (pixels per bank)
-    CTRL = 5        # W: Ctrl bits (self-clearing strobes)
-    STATUS = 6      # R: Status
-    CMD_ADDR = 7    # RW: word address of the first command
-    CMD_COUNT = 8   # RW: number of commands to run
-    CMD_INDEX = 9   # R: index of the command running, or of the one that failed
-    PROF_ADDR = 10  # RW: word address for per-command profile records (when CTRL.PROFILE was set at START)
-    CYCLES = 11     # R: cycles since the last START (stops when the run ends)
-    ACTIVE = 12     # R: cycles in which an activation vector entered the array
-    SCRATCH = 13    # RW: free for the host (link tests)
+    name: str
+    index: int
+    access: str  # "R", "W" or "RW"
+    doc: str
+
+
+#: The register map, the one declaration: :class:`Reg`, the gateware's register file and the
+#: table in docs/ISA.md (``hw.docgen``) come from it.
+REGISTERS = (
+    RegisterSpec("ID", 0, "R", "ENGINE_ID"),
+    RegisterSpec("VERSION", 1, "R", "major << 16 | minor"),
+    RegisterSpec("CONFIG0", 2, "R", "rows | cols << 8 | mem_addr_bits << 16 | log2(pool_max_cb) << 24"),
+    RegisterSpec("CONFIG1", 3, "R", "ibuf_depth (words)"),
+    RegisterSpec("CONFIG2", 4, "R", "acc_depth (pixels per bank)"),
+    RegisterSpec("CTRL", 5, "W", "Ctrl bits (self-clearing strobes)"),
+    RegisterSpec("STATUS", 6, "R", "Status (layout StatusLayout)"),
+    RegisterSpec("CMD_ADDR", 7, "RW", "word address of the first command"),
+    RegisterSpec("CMD_COUNT", 8, "RW", "number of commands to run"),
+    RegisterSpec("CMD_INDEX", 9, "R", "index of the command running, or of the one that failed"),
+    RegisterSpec("PROF_ADDR", 10, "RW",
+                 "word address for per-command profile records (when CTRL.PROFILE was set at START)"),
+    RegisterSpec("CYCLES", 11, "R", "cycles since the last START (stops when the run ends)"),
+    RegisterSpec("ACTIVE", 12, "R", "cycles in which an activation vector entered the array"),
+    RegisterSpec("SCRATCH", 13, "RW", "free for the host (link tests)"),
+)
+
+#: Register map: 32-bit registers at word indices on the CSR bus (from :data:`REGISTERS`).
+Reg = enum.IntEnum("Reg", [(spec.name, spec.index) for spec in REGISTERS], module=__name__)
 
 
 class Ctrl(enum.IntFlag):
@@ -211,15 +267,27 @@ class Ctrl(enum.IntFlag):
     PROFILE = 1 << 2  # with START: write one profile record per command at PROF_ADDR + i * profile_words
 
 
+#: The STATUS register.
+StatusLayout = data.StructLayout({
+    "busy": 1,
+    "done": 1,
+    "error": 1,
+    "reserved": 5,
+    "error_code": ErrorCode,  # of the failing command
+    "unused": 20,
+})
+
+
 class Status(enum.IntFlag):
-    BUSY = 1 << 0
-    DONE = 1 << 1
-    ERROR = 1 << 2
-    # bits 8..11: ErrorCode of the failing command
+    """STATUS bits as the host reads them (the layout is :data:`StatusLayout`)."""
+
+    BUSY = 1 << StatusLayout["busy"].offset
+    DONE = 1 << StatusLayout["done"].offset
+    ERROR = 1 << StatusLayout["error"].offset
 
     @staticmethod
     def error_code(status: int) -> ErrorCode:
-        return ErrorCode((status >> 8) & 0xF)
+        return ErrorCode(StatusLayout.from_bits(status & ((1 << StatusLayout.size) - 1)).error_code)
 
 
 # --- command layouts ---------------------------------------------------------------------------
@@ -299,8 +367,8 @@ PoolCmd = data.StructLayout({
 GapCmd = data.StructLayout({
     "opcode": Opcode,
     "load": LoadSpec,      # load.pool must be 0; every loaded pixel is averaged
-    "m0": 32,              # requantization of sum(x - zp_in): s_in / (n * s_out)
-    "shift": 5,
+    "m0": M0_BITS,         # requantization of sum(x - zp_in): s_in / (n * s_out)
+    "shift": SHIFT_BITS,
     "zp_in": signed(8),
     "zp_out": signed(8),
     "dst": ADDR_BITS,

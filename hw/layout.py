@@ -1,6 +1,7 @@
 """How tensors, weights and commands sit in external memory: the one definition.
 
-Everything here is plain numpy: the host driver and compiler use it to build
+Everything here is plain numpy (imported by the functions that use it, so that
+``hw`` imports without numpy): the host driver and compiler use it to build
 memory images, the golden model's ISA interpreter uses it to read them, and the
 gateware's address generators implement exactly these formulas (see
 ``docs/ISA.md``). ``R`` is ``EngineConfig.rows`` (bytes per word), ``C`` is
@@ -27,9 +28,14 @@ Weight blob of a convolution
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from .isa import EngineConfig
+from amaranth.hdl import Shape
+
+from .isa import EngineConfig, param_tile_layout
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "cdiv", "act_words", "pack_activation", "unpack_activation",
@@ -48,6 +54,8 @@ def act_words(channels: int, h: int, w: int, rows: int) -> int:
 
 def pack_activation(x: np.ndarray, rows: int, fill: int = 0) -> np.ndarray:
     """``(C, H, W)`` int8 -> ``(H*W*CB, rows)`` int8 words, padding lanes set to ``fill``."""
+    import numpy as np
+
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"activation must be (channels, H, W), got shape {x.shape}")
@@ -67,6 +75,8 @@ def unpack_activation(words: np.ndarray, channels: int, h: int, w: int, rows: in
     block count) and ``offset`` the word offset of its first block inside a
     pixel: together they read one part of a concat.
     """
+    import numpy as np
+
     cb = cdiv(channels, rows)
     pix = cb if pix_words is None else pix_words
     words = np.asarray(words, dtype=np.int8).reshape(-1, rows)
@@ -76,6 +86,13 @@ def unpack_activation(words: np.ndarray, channels: int, h: int, w: int, rows: in
     idx = (np.arange(h * w)[:, None] * pix + offset + np.arange(cb)[None, :]).reshape(-1)
     sel = words[idx].reshape(h, w, cb * rows)[:, :, :channels]
     return sel.transpose(2, 0, 1).copy()
+
+
+def _param_bytes(cols: int) -> dict[str, slice]:
+    """Byte ranges of the bias, m0 and shift arrays in a tile's parameters (``hw.isa.param_tile_layout``)."""
+    layout = param_tile_layout(cols)
+    return {name: slice(field.offset // 8, (field.offset + Shape.cast(field.shape).width) // 8)
+            for name, field in layout}
 
 
 def blob_words(cout: int, cin: int, kh: int, kw: int, cfg: EngineConfig) -> int:
@@ -91,6 +108,8 @@ def pack_conv_blob(w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.nd
     ``bias`` is the effective int32 bias (input zero point folded in), ``m0``
     the int32 multiplier and ``shift`` the right shift of each output channel.
     """
+    import numpy as np
+
     w = np.asarray(w)
     if w.ndim != 4:
         raise ValueError(f"weights must be (cout, cin, kh, kw), got shape {w.shape}")
@@ -110,11 +129,15 @@ def pack_conv_blob(w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.nd
     b = per_channel(bias, "<i4")
     m = per_channel(m0, "<i4")
     s = per_channel(shift, np.uint8)
+    where = _param_bytes(C)
     chunks = []
     for cot in range(n_cot):
         sl = slice(cot * C, (cot + 1) * C)
-        params = np.concatenate([b[sl].view(np.uint8), m[sl].view(np.uint8), s[sl]]).view(np.int8)
-        chunks.append(params.reshape(cfg.param_words, R))
+        params = np.zeros(cfg.param_words * R, dtype=np.uint8)
+        params[where["bias"]] = b[sl].view(np.uint8)
+        params[where["m0"]] = m[sl].view(np.uint8)
+        params[where["shift"]] = s[sl]
+        chunks.append(params.view(np.int8).reshape(cfg.param_words, R))
         # (C, cbin*R, kh, kw) -> (kh, kw, cbin, C, R): one word per (ky, kx, cb, c)
         t = wp[sl].reshape(C, cbin, R, kh, kw).transpose(3, 4, 1, 0, 2)
         chunks.append(t.reshape(kh * kw * cbin * C, R))
@@ -123,6 +146,8 @@ def pack_conv_blob(w: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.nd
 
 def unpack_conv_blob(words: np.ndarray, cout: int, cin: int, kh: int, kw: int, cfg: EngineConfig):
     """Inverse of :func:`pack_conv_blob`: ``(w, bias, m0, shift)``."""
+    import numpy as np
+
     R, C = cfg.rows, cfg.cols
     n_cot, cbin = cdiv(cout, C), cdiv(cin, R)
     words = np.asarray(words, dtype=np.int8).reshape(-1, R)
@@ -131,21 +156,26 @@ def unpack_conv_blob(words: np.ndarray, cout: int, cin: int, kh: int, kw: int, c
     b = np.zeros(n_cot * C, np.int64)
     m = np.zeros(n_cot * C, np.int64)
     s = np.zeros(n_cot * C, np.int64)
+    where = _param_bytes(C)
     for cot in range(n_cot):
         chunk = words[cot * per_cot:(cot + 1) * per_cot]
         raw = chunk[:cfg.param_words].reshape(-1).view(np.uint8)
         sl = slice(cot * C, (cot + 1) * C)
-        b[sl] = raw[:4 * C].view("<i4")
-        m[sl] = raw[4 * C:8 * C].view("<i4")
-        s[sl] = raw[8 * C:9 * C]
+        b[sl] = raw[where["bias"]].view("<i4")
+        m[sl] = raw[where["m0"]].view("<i4")
+        s[sl] = raw[where["shift"]]
         t = chunk[cfg.param_words:].reshape(kh, kw, cbin, C, R).transpose(3, 2, 4, 0, 1)
         w[sl] = t.reshape(C, cbin * R, kh, kw)
     return w[:cout, :cin], b[:cout], m[:cout], s[:cout]
 
 
 def words_to_bytes(words: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.ascontiguousarray(np.asarray(words, dtype=np.int8)).tobytes()
 
 
 def bytes_to_words(raw: bytes, rows: int) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(raw, dtype=np.int8).reshape(-1, rows).copy()

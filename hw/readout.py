@@ -1,12 +1,12 @@
 """Units that read the activation buffer out: the store (pooled bands to memory) and the global average pool."""
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS
-
-from .isa import ADDR_BITS, CB_BITS, IBUF_ADDR_BITS, EngineConfig
+from .isa import ACC_BITS, ADDR_BITS, CB_BITS, IBUF_ADDR_BITS, INT8_MAX, INT8_MIN, M0_BITS, SHIFT_BITS, EngineConfig
+from .output import raw_word_layout
+from .requant import RequantRequestSignature
 
 __all__ = ["StoreOp", "StoreUnit", "GapOp", "GapUnit"]
 
@@ -23,8 +23,8 @@ GapOp = data.StructLayout({
     "n_pix": 24,
     "cb": CB_BITS,
     "dst": ADDR_BITS,
-    "m0": 32,
-    "shift": 5,
+    "m0": M0_BITS,
+    "shift": SHIFT_BITS,
     "zp_in": signed(8),
     "zp_out": signed(8),
 })
@@ -33,7 +33,7 @@ GapOp = data.StructLayout({
 class StoreUnit(wiring.Component):
     """Copy ``n_pix`` pixels of ``cb`` words from the buffer to memory at ``dst + p * dst_pix + cb``.
 
-    Words go to the output path's raw port, one per cycle while it has credit.
+    Words go to the output path on ``raw``, one per cycle while it has credit (``raw.ready``).
     """
 
     def __init__(self, config: EngineConfig):
@@ -41,7 +41,7 @@ class StoreUnit(wiring.Component):
         super().__init__({
             "op": In(StoreOp), "start": In(1), "busy": Out(1),
             "ib_raddr": Out(IBUF_ADDR_BITS), "ib_ren": Out(1), "ib_rdata": In(8 * R),
-            "raw_valid": Out(1), "raw_addr": Out(ADDR_BITS), "raw_data": Out(8 * R), "raw_ready": In(1),
+            "raw": Out(stream.Signature(raw_word_layout(R))),
         })
 
     def elaborate(self, platform):
@@ -53,13 +53,14 @@ class StoreUnit(wiring.Component):
         pix_addr = Signal(ADDR_BITS)
         pend = Signal()              # a read was issued last cycle: its word is presented now
         pend_addr = Signal(ADDR_BITS)
-        m.d.comb += [self.raw_valid.eq(pend), self.raw_addr.eq(pend_addr), self.raw_data.eq(self.ib_rdata)]
+        m.d.comb += [self.raw.valid.eq(pend), self.raw.payload.addr.eq(pend_addr),
+                     self.raw.payload.data.eq(self.ib_rdata)]
         with m.FSM() as fsm:
             with m.State("IDLE"), m.If(self.start):
                 m.d.sync += [rd.eq(op.src), cbi.eq(0), pix_addr.eq(op.dst), left.eq(op.n_pix)]
                 m.next = "RUN"
             with m.State("RUN"):
-                issue = (left != 0) & self.raw_ready
+                issue = (left != 0) & self.raw.ready
                 m.d.comb += [self.ib_raddr.eq(rd), self.ib_ren.eq(issue)]
                 m.d.sync += pend.eq(issue)
                 with m.If(issue):
@@ -77,7 +78,7 @@ class StoreUnit(wiring.Component):
 class GapUnit(wiring.Component):
     """Global average pool: for each channel block, ``sum_p (x - zp_in)`` over ``n_pix`` pixels, requantized.
 
-    The sums go to the output path's requantizer with one multiplier for all
+    The sums go to the output path's requantizer on ``rq`` with one multiplier for all
     lanes (``m0``, ``shift`` encode ``s_in / (n_pix * s_out)``), result to
     memory at ``dst + cb``. Reads one word per cycle.
     """
@@ -88,13 +89,7 @@ class GapUnit(wiring.Component):
         super().__init__({
             "op": In(GapOp), "start": In(1), "busy": Out(1),
             "ib_raddr": Out(IBUF_ADDR_BITS), "ib_ren": Out(1), "ib_rdata": In(8 * R),
-            "rq_valid": Out(1),
-            "rq_acc": Out(data.ArrayLayout(signed(ACC_BITS), R)),
-            "rq_m0": Out(data.ArrayLayout(signed(32), R)),
-            "rq_shift": Out(data.ArrayLayout(5, R)),
-            "rq_zp": Out(signed(8)), "rq_min": Out(signed(8)), "rq_max": Out(signed(8)),
-            "rq_addr": Out(ADDR_BITS),
-            "rq_ready": In(1),
+            "rq": Out(RequantRequestSignature(R)),
         })
 
     def elaborate(self, platform):
@@ -108,10 +103,11 @@ class GapUnit(wiring.Component):
         sums = Signal(data.ArrayLayout(signed(ACC_BITS), R))
         first = Signal()
 
+        request = self.rq.payload
         for k in range(R):
-            m.d.comb += [self.rq_acc[k].eq(sums[k]), self.rq_m0[k].eq(op.m0), self.rq_shift[k].eq(op.shift)]
-        m.d.comb += [self.rq_zp.eq(op.zp_out), self.rq_min.eq(-128), self.rq_max.eq(127),
-                     self.rq_addr.eq(op.dst + cbi)]
+            m.d.comb += [request.acc[k].eq(sums[k]), request.m0[k].eq(op.m0), request.shift[k].eq(op.shift)]
+        m.d.comb += [request.zp_out.eq(op.zp_out), request.act_min.eq(INT8_MIN), request.act_max.eq(INT8_MAX),
+                     request.addr.eq(op.dst + cbi)]
 
         with m.If(pend):
             for k in range(R):
@@ -131,8 +127,8 @@ class GapUnit(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.next = "EMIT"   # the last word is being added this cycle
-            with m.State("EMIT"), m.If(self.rq_ready):
-                m.d.comb += self.rq_valid.eq(1)
+            with m.State("EMIT"), m.If(self.rq.ready):
+                m.d.comb += self.rq.valid.eq(1)
                 with m.If(cbi == op.cb - 1):
                     m.next = "IDLE"
                 with m.Else():

@@ -11,14 +11,38 @@ lane, with gemmlowp's rounding written out:
 """
 
 from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.arith import ACC_BITS, MAX_SHIFT
+from .isa import ACC_BITS, ADDR_BITS, M0_BITS, SHIFT_BITS
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "requant_request_layout", "RequantRequestSignature"]
 
-_SHIFT_BITS = MAX_SHIFT.bit_length()
+
+def requant_request_layout(lanes: int) -> data.StructLayout:
+    """One vector to requantize and where its int8 word goes: ``lanes`` accumulators with each
+    channel's multiplier and shift, the output zero point and clamp, the word address, and whether
+    it goes to the activation buffer (1) or to memory (0)."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(ACC_BITS), lanes),
+        "m0": data.ArrayLayout(signed(M0_BITS), lanes),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), lanes),
+        "zp_out": signed(8),
+        "act_min": signed(8),
+        "act_max": signed(8),
+        "addr": ADDR_BITS,
+        "ibuf": 1,
+    })
+
+
+def RequantRequestSignature(lanes: int) -> stream.Signature:
+    """The stream of :func:`requant_request_layout` into the output path.
+
+    Its ``ready`` is a credit: it never depends on ``valid``, and a producer raises ``valid`` only in
+    a cycle with ``ready`` (so every vector presented is taken). The producers (the accumulator
+    drain, the average pool) would otherwise need a skid register, one more cycle per drain.
+    """
+    return stream.Signature(requant_request_layout(lanes))
 
 
 class Requantizer(wiring.Component):
@@ -52,8 +76,8 @@ class Requantizer(wiring.Component):
         super().__init__({
             "i_valid": In(1),
             "acc": In(data.ArrayLayout(signed(ACC_BITS), lanes)),
-            "m0": In(data.ArrayLayout(signed(32), lanes)),
-            "shift": In(data.ArrayLayout(unsigned(_SHIFT_BITS), lanes)),
+            "m0": In(data.ArrayLayout(signed(M0_BITS), lanes)),
+            "shift": In(data.ArrayLayout(unsigned(SHIFT_BITS), lanes)),
             "zp_out": In(signed(8)),
             "act_min": In(signed(8)),
             "act_max": In(signed(8)),
@@ -80,7 +104,7 @@ class Requantizer(wiring.Component):
         zp = [Signal(signed(8), name=f"zp_s{i}") for i in range(L - 1)]
         lo = [Signal(signed(8), name=f"lo_s{i}") for i in range(L - 1)]
         hi = [Signal(signed(8), name=f"hi_s{i}") for i in range(L - 1)]
-        sh = [Signal(data.ArrayLayout(unsigned(_SHIFT_BITS), n), name=f"sh_s{i}") for i in range(5)]
+        sh = [Signal(data.ArrayLayout(unsigned(SHIFT_BITS), n), name=f"sh_s{i}") for i in range(5)]
         m.d.sync += [valid[0].eq(self.i_valid), user[0].eq(self.i_user), zp[0].eq(self.zp_out),
                      lo[0].eq(self.act_min), hi[0].eq(self.act_max), sh[0].eq(self.shift)]
         for i in range(1, L):

@@ -28,21 +28,14 @@ import math
 
 import numpy as np
 
+# The engine's arithmetic constants are defined with the gateware (hw.isa), the lower layer.
+from hw.isa import ACC_BITS, INT8_MAX, INT8_MIN, MAX_SHIFT, MULT_BITS, WEIGHT_MAX
+
 __all__ = [
     "ACC_BITS", "INT8_MIN", "INT8_MAX", "MULT_BITS", "MAX_SHIFT", "WEIGHT_MAX",
     "wrap_int32", "srdhm", "rdbpot", "requantize", "quantize_multiplier",
     "multiplier_to_float", "relu_bounds", "fold_zero_point",
 ]
-
-#: Accumulator width: products and sums wrap modulo 2**32 exactly as the hardware's adders do.
-ACC_BITS = 32
-INT8_MIN, INT8_MAX = -128, 127
-#: Weights are symmetric: -128 is never produced, so |w| <= 127.
-WEIGHT_MAX = 127
-#: Bits of the fixed-point multiplier m0 (a Q0.31 number in [0.5, 1)).
-MULT_BITS = 31
-#: Largest right shift the requantizer implements (a 5-bit field).
-MAX_SHIFT = 31
 
 _I32_MIN = -(1 << 31)
 _I32_MAX = (1 << 31) - 1

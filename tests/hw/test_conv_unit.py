@@ -65,13 +65,13 @@ def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, dil=1, out_hw
     async def out_model(ctx):
         ready = False
         async for _, _, valid, addr, *acc in ctx.tick().sample(
-                dut.rq_valid, dut.rq_addr, *[dut.rq_acc[k] for k in range(R)]):
+                dut.rq.valid, dut.rq.payload.addr, *[dut.rq.payload.acc[k] for k in range(R)]):
             if valid:
                 assert ready, "output presented without credit"
                 assert addr not in got, f"address {addr} written twice"
                 got[addr] = list(acc)
             ready = stall_seed is None or rng.random() < 0.8
-            ctx.set(dut.rq_ready, ready)
+            ctx.set(dut.rq.ready, ready)
 
     async def bench(ctx):
         ctx.set(dut.op, {
