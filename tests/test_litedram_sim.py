@@ -12,7 +12,9 @@ cycle deadline, then:
 * measures sustained sequential write and read bandwidth (words per cycle, refresh included).
 
 A second run skips the initialisation and checks that waiting for ``init_done`` fails with a
-clear message at its deadline instead of hanging.
+clear message at its deadline instead of hanging. A third build puts :class:`hw.dram_port.DramPort`
+in front of the core (an Amaranth top with the core as an ``Instance``) and checks random 32-bit
+engine traffic in order through it, exactly, with its sequential read and write throughput.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def dram_build():
     return core, built
 
 
-def run_bench(dram_build, tmp_path, **env) -> dict:
+def run_bench(dram_build, tmp_path, testcase: str = "litedram_bench", toplevel: str = WRAPPER, **env) -> dict:
     """Run :func:`litedram_bench` on the built core; return the figures it wrote."""
     from cocotb_tools.runner import get_results
 
@@ -84,7 +86,8 @@ def run_bench(dram_build, tmp_path, **env) -> dict:
     runner = verilator_runner(False)
     runner.log.setLevel(logging.WARNING)
     t0 = time.monotonic()
-    xml = runner.test(test_module="tests.test_litedram_sim", hdl_toplevel=WRAPPER, hdl_toplevel_lang="verilog",
+    xml = runner.test(test_module="tests.test_litedram_sim", testcase=testcase, hdl_toplevel=toplevel,
+                      hdl_toplevel_lang="verilog",
                       build_dir=built.directory, test_dir=tmp_path, log_file=tmp_path / "sim.log",
                       extra_env={ENV_RESULT: str(result), "COCOTB_LOG_LEVEL": "WARNING",
                                  "KINDLING_DRAM_CSRS": json.dumps(core.csrs),
@@ -325,4 +328,161 @@ if cocotb is not None:
         fig["mismatches"] += len(bad)
         fig["first_mismatches"] += [f"seq addr 0x{a:06x}: got 0x{g:04x} want 0x{bench.mem[a]:04x}" for a, g in bad[:8]]
         fig["total_cycles"] = bench.cycle
+        out.write_text(json.dumps(fig))
+
+
+# --------------------------------------------------------------------------------------------------
+# hw.dram_port.DramPort in front of the real core: the engine's memory port on LiteDRAM in Verilator.
+
+ENGINE_WORD_BYTES = 4
+ENGINE_ADDR_BITS = 20
+
+
+def engine_top(core):
+    """An Amaranth top: flat engine-port pins -> DramPort -> the LiteDRAM core (an ``Instance``)."""
+    from amaranth import ClockSignal, Instance, Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from hw.dram_port import DramPort
+
+    class DramEngineTop(wiring.Component):
+        def __init__(self):
+            super().__init__({
+                "req_valid": In(1), "req_ready": Out(1), "req_write": In(1), "req_addr": In(ENGINE_ADDR_BITS),
+                "req_data": In(8 * ENGINE_WORD_BYTES), "rsp_valid": Out(1), "rsp_ready": In(1),
+                "rsp_data": Out(8 * ENGINE_WORD_BYTES), "init_done": Out(1), "init_error": Out(1),
+                "wb_ctrl_adr": In(30), "wb_ctrl_dat_w": In(32), "wb_ctrl_dat_r": Out(32), "wb_ctrl_sel": In(4),
+                "wb_ctrl_cyc": In(1), "wb_ctrl_stb": In(1), "wb_ctrl_we": In(1), "wb_ctrl_ack": Out(1),
+            })
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.port = port = DramPort(word_bytes=ENGINE_WORD_BYTES, addr_bits=ENGINE_ADDR_BITS,
+                                                native_data_width=core.native_data_width,
+                                                native_addr_bits=core.native_address_width)
+            req, rsp, nat = port.mem.req, port.mem.rsp, port.native
+            m.d.comb += [
+                req.valid.eq(self.req_valid), self.req_ready.eq(req.ready), req.payload.write.eq(self.req_write),
+                req.payload.addr.eq(self.req_addr), req.payload.data.eq(self.req_data),
+                self.rsp_valid.eq(rsp.valid), rsp.ready.eq(self.rsp_ready), self.rsp_data.eq(rsp.payload),
+            ]
+            ports = {"i_clk": ClockSignal(), "i_sim_trace": 0,
+                     "o_user_clk": Signal(), "o_user_rst": Signal(), "o_wb_ctrl_err": Signal(),
+                     "i_wb_ctrl_cti": 0, "i_wb_ctrl_bte": 0,
+                     "o_init_done": self.init_done, "o_init_error": self.init_error}
+            for name in ("adr", "dat_w", "sel", "cyc", "stb", "we"):
+                ports[f"i_wb_ctrl_{name}"] = getattr(self, f"wb_ctrl_{name}")
+            for name in ("dat_r", "ack"):
+                ports[f"o_wb_ctrl_{name}"] = getattr(self, f"wb_ctrl_{name}")
+            for name, pin in core.ports.items():
+                if name.startswith("user_port_native_0_"):
+                    member = getattr(nat, name[len("user_port_native_0_"):])
+                    ports[f"{'i' if pin.direction == 'input' else 'o'}_{name}"] = member
+            missing = set(core.ports) - {key[2:] for key in ports}
+            assert not missing, f"core ports not bound: {sorted(missing)}"
+            m.submodules.core = Instance(core.name, **ports)
+            return m
+
+    return DramEngineTop()
+
+
+@pytest.fixture(scope="module")
+def engine_build():
+    if shutil.which("litedram_gen") is None and not (Path(sys.executable).parent / "litedram_gen").exists():
+        pytest.skip("litedram_gen not installed (pip install -e '.[dram]')")
+    from hw.boards.dram.gen import generate
+    from sim.build import build, to_verilog
+
+    core = generate(sim=True)
+    # One time scale for everything: the Amaranth parts and the clock wrapper have none.
+    lite = "\n".join(line for line in core.verilog.read_text().splitlines() if not line.startswith("`timescale"))
+    built = build(lite + "\n" + to_verilog(engine_top(core), name="top"), name="top",
+                  extra_args=["-Wno-lint", "-Wno-style"], metadata={"core": str(core.verilog)})
+    return core, built
+
+
+def test_dram_port_on_litedram(engine_build, tmp_path):
+    """The engine's 32-bit memory port through DramPort on the real core: random traffic exact, read throughput."""
+    fig = run_bench(engine_build, tmp_path, testcase="dram_engine_bench", toplevel=engine_build[1].toplevel)
+    assert fig.get("error") is None, fig["error"]
+    print(f"\nDramPort on LiteDRAM: {fig['ops']} random engine requests ({fig['reads']} reads) in "
+          f"{fig['rand_cycles']} cycles, {fig['mismatches']} mismatches; {fig['seq']} sequential 32-bit reads in "
+          f"{fig['seq_read_cycles']} cycles = {fig['seq'] / fig['seq_read_cycles']:.3f} engine words/cycle; "
+          f"{fig['seq']} sequential writes in {fig['seq_write_cycles']} cycles "
+          f"({fig['wall_seconds']:.1f} s)")
+    assert fig["reads"] > 0 and fig["checked"] == fig["reads"]
+    assert fig["mismatches"] == 0, fig["first_mismatches"]
+
+
+if cocotb is not None:
+
+    @cocotb.test()
+    async def dram_engine_bench(dut):
+        """DramPort + LiteDRAM: init, random engine traffic checked in order, sequential throughput."""
+        out = Path(os.environ[ENV_RESULT])
+        csrs = json.loads(os.environ["KINDLING_DRAM_CSRS"])
+        init_writes = json.loads(os.environ["KINDLING_DRAM_INIT"])
+        for name in ("rst", "req_valid", "rsp_ready", "wb_ctrl_cyc", "wb_ctrl_stb", "wb_ctrl_we", "wb_ctrl_adr",
+                     "wb_ctrl_dat_w", "wb_ctrl_sel"):
+            getattr(dut, name).value = 0
+        bench = NativePortBench(dut)
+        fig: dict = {}
+        for reg, value, wait in init_writes:
+            await bench.wb_write(csrs[reg], value)
+            if wait:
+                await Timer(10 * wait, unit="ns")
+                bench.cycle += wait
+        while not int(dut.init_done.value):
+            if bench.cycle >= INIT_DEADLINE:
+                fig["error"] = f"DRAM init_done still low after {INIT_DEADLINE} cycles"
+                out.write_text(json.dumps(fig))
+                return
+            await bench.tick()
+        rng = random.Random(12)
+        span = rng.sample(range(1 << ENGINE_ADDR_BITS), 256)
+        ops = [(rng.random() < 0.5, rng.choice(span), rng.getrandbits(32)) for _ in range(1500)]
+
+        async def engine(ops, name):
+            answers, i, start = [], 0, bench.cycle
+            n_reads = sum(1 for w, _, _ in ops if not w)
+            dut.rsp_ready.value = 1
+            while i < len(ops) or len(answers) < n_reads:
+                if bench.cycle - start > PHASE_DEADLINE:
+                    raise DeadlineError(f"{name}: {i}/{len(ops)} requests, {len(answers)}/{n_reads} answers "
+                                        f"after {PHASE_DEADLINE} cycles")
+                offer = i < len(ops)
+                dut.req_valid.value = offer
+                if offer:
+                    dut.req_write.value, dut.req_addr.value, dut.req_data.value = ops[i]
+                await ReadOnly()
+                if offer and int(dut.req_ready.value):
+                    i += 1
+                if int(dut.rsp_valid.value):
+                    answers.append(int(dut.rsp_data.value))
+                await bench.tick()
+            dut.req_valid.value = 0
+            return answers, bench.cycle - start
+
+        try:
+            answers, fig["rand_cycles"] = await engine(ops, "random traffic")
+            mem, want = {}, []
+            for write, addr, data in ops:
+                if write:
+                    mem[addr] = data
+                else:
+                    want.append(mem.get(addr, 0))
+            bad = [(n, g, w) for n, (g, w) in enumerate(zip(answers, want, strict=True)) if g != w]
+            fig.update(ops=len(ops), reads=len(want), checked=len(answers), mismatches=len(bad),
+                       first_mismatches=[f"answer {n}: got 0x{g:08x} want 0x{w:08x}" for n, g, w in bad[:8]])
+            seq = 2048
+            fig["seq"] = seq
+            _, fig["seq_write_cycles"] = await engine([(1, a, a * 2654435761 % 2**32) for a in range(seq)],
+                                                      "seq writes")
+            got, fig["seq_read_cycles"] = await engine([(0, a, 0) for a in range(seq)], "seq reads")
+            seq_bad = [a for a in range(seq) if got[a] != a * 2654435761 % 2**32]
+            fig["mismatches"] += len(seq_bad)
+            fig["first_mismatches"] += [f"seq word {a}: got 0x{got[a]:08x}" for a in seq_bad[:8]]
+        except DeadlineError as exc:
+            fig["error"] = str(exc)
         out.write_text(json.dumps(fig))
