@@ -8,12 +8,12 @@ command, in command order. On the ULX3S's 16-bit SDR SDRAM a native word is 16 b
 :class:`DramPort` turns one engine request (a word of ``word_bytes`` bytes, :class:`hw.bus.MemPortSignature`)
 into ``ratio = 8 * word_bytes / native_data_width`` native commands at addresses ``base + addr * ratio + i``,
 lane ``i`` being bits ``[i * native_data_width, (i + 1) * native_data_width)`` of the engine word
-(little-endian, as the host lays out bytes). Write beats carry all byte enables; write beat ``i`` is
-offered from the cycle after command ``i`` is accepted (no combinational path from ``cmd_ready`` to
-``wdata_valid``; LiteDRAM asks for write data only when its bank machine issues the write, cycles after
-it accepted the command). Read beats are assembled into one engine word and answered in request order.
-The next request is taken in the cycle the current one's last command (and last write beat) is accepted,
-so a stream of reads keeps the native command stream busy. ``rdata_ready`` is low only while an
+(little-endian, as the host lays out bytes). Write beats carry all byte enables. A write request is
+complete once its commands are accepted: its data waits in a FIFO of ``write_buffer`` engine words
+(LiteDRAM asks for write data only when its bank machine issues the write, cycles after it accepted the
+command; the FIFO keeps the beats in command order). Read beats are assembled into one engine word
+and answered in request order. The next request is taken in the cycle the current one's last command is
+accepted, so a stream of reads keeps the native command stream busy. ``rdata_ready`` is low only while an
 assembled answer waits for ``rsp.ready``: LiteDRAM holds the data back, nothing is lost.
 
 Ordering: a write is complete for the engine when its request is accepted. Its native commands enter
@@ -26,8 +26,9 @@ closes at 57 MHz, docs/BOARDS.md); a slower engine clock would need an asynchron
 ``req``/``rsp`` (``amaranth.lib.fifo.AsyncFIFO``), not provided here.
 """
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.bus import MemPortSignature
@@ -60,6 +61,8 @@ class DramPort(wiring.Component):
         The core's native port (16 and 24 on the ULX3S: 32 MB of 16-bit words).
     base : int
         Native word address of engine word 0.
+    write_buffer : int
+        Engine words of write data that may wait for LiteDRAM to take them.
 
     Raises
     ------
@@ -69,7 +72,7 @@ class DramPort(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, addr_bits: int, native_data_width: int = 16, native_addr_bits: int = 24,
-                 base: int = 0):
+                 base: int = 0, write_buffer: int = 4):
         if native_data_width % 8 or (8 * word_bytes) % native_data_width:
             raise ValueError(f"an engine word of {8 * word_bytes} bits is not a whole number of "
                              f"{native_data_width}-bit native words")
@@ -77,7 +80,7 @@ class DramPort(wiring.Component):
         if base < 0 or base + (self.ratio << addr_bits) > 1 << native_addr_bits:
             raise ValueError(f"engine words 0..2**{addr_bits} x {self.ratio} native words from {base} do not fit "
                              f"a {native_addr_bits}-bit native address space")
-        self.word_bytes, self.addr_bits = word_bytes, addr_bits
+        self.word_bytes, self.addr_bits, self.write_buffer = word_bytes, addr_bits, write_buffer
         self.native_data_width, self.native_addr_bits, self.base = native_data_width, native_addr_bits, base
         super().__init__({
             "mem": In(MemPortSignature(word_bytes, addr_bits)),
@@ -93,36 +96,41 @@ class DramPort(wiring.Component):
         busy = Signal()
         write = Signal()
         addr = Signal(self.native_addr_bits)      # native address of lane 0
-        data = Signal(8 * self.word_bytes)
         cmd_i = Signal(range(k + 1))              # commands of the current request accepted so far
-        wd_i = Signal(range(k + 1))               # write beats accepted so far
+
+        # Write data waits in a FIFO of engine words, so that a write request is complete (and the next
+        # one taken) once its commands are accepted: LiteDRAM asks for the data only when its bank
+        # machine issues the write, and the FIFO keeps the beats in command order.
+        m.submodules.wdata = wfifo = SyncFIFOBuffered(width=8 * self.word_bytes, depth=self.write_buffer)
+        wlane = Signal(lane_bits)
 
         cmd_fire = nat.cmd_valid & nat.cmd_ready
         wd_fire = nat.wdata_valid & nat.wdata_ready
         cmd_done = (cmd_i == k) | ((cmd_i == k - 1) & cmd_fire)
-        wd_done = ~write | (wd_i == k) | ((wd_i == k - 1) & wd_fire)
-        finishing = busy & cmd_done & wd_done
+        finishing = busy & cmd_done
 
-        wlane = wd_i[:lane_bits] if k > 1 else 0
         m.d.comb += [
-            req.ready.eq(~busy | finishing),
+            req.ready.eq((~busy | finishing) & wfifo.w_rdy),
+            wfifo.w_en.eq(req.valid & req.ready & req.payload.write),
+            wfifo.w_data.eq(req.payload.data),
             nat.cmd_valid.eq(busy & (cmd_i < k)),
             nat.cmd_we.eq(write),
             nat.cmd_addr.eq(addr + cmd_i),
-            nat.wdata_valid.eq(busy & write & (wd_i < cmd_i)),
+            nat.wdata_valid.eq(wfifo.r_rdy),
             nat.wdata_we.eq(-1),
-            nat.wdata_data.eq(data.word_select(wlane, width)),
+            nat.wdata_data.eq(wfifo.r_data.word_select(wlane, width) if k > 1 else wfifo.r_data),
+            wfifo.r_en.eq(wd_fire & (wlane == k - 1)),
         ]
         with m.If(cmd_fire):
             m.d.sync += cmd_i.eq(cmd_i + 1)
         with m.If(wd_fire):
-            m.d.sync += wd_i.eq(wd_i + 1)
+            m.d.sync += wlane.eq(Mux(wlane == k - 1, 0, wlane + 1))
         with m.If(finishing):
             m.d.sync += busy.eq(0)
         with m.If(req.valid & req.ready):
             m.d.sync += [
-                busy.eq(1), write.eq(req.payload.write), data.eq(req.payload.data),
-                addr.eq(self.base + req.payload.addr * k), cmd_i.eq(0), wd_i.eq(0),
+                busy.eq(1), write.eq(req.payload.write),
+                addr.eq(self.base + req.payload.addr * k), cmd_i.eq(0),
             ]
 
         # Answers: k read beats shift into one engine word; rdata waits only while a full word waits.
