@@ -30,7 +30,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fpga]'
+	$(PY) -m pip install --quiet -e '.[test,fpga,dram]'
 	@touch $(STAMP)
 
 test: $(STAMP)
