@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from hw.boards import BOARDS
+from hw.isa import ENGINE_ID, VERSION, EngineConfig, Reg
 from hw.link import protocol as P
 
 pytest.importorskip("serial")
@@ -143,3 +145,72 @@ def test_loopback_port_is_named():
     assert str(err) == (f"{dev.path}: the INFO request came back unchanged: the port echoes what is sent "
                         f"(a loopback or a terminal), not a kindling board")
     assert elapsed <= bound + MARGIN_S
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("/dev/kindling-no-such-port", "No such file or directory"),
+    ("/dev/null", "Inappropriate ioctl for device (not a serial port)"),
+])
+def test_port_that_cannot_be_opened_is_named(name, reason):
+    with pytest.raises(LinkError) as exc:
+        SerialBackend(name, **KW)
+    assert str(exc.value) == f"{name}: cannot open the serial port: {reason}"
+
+
+def test_unknown_simulated_board_is_named():
+    """``--port sim:bogus``: refused before anything is built."""
+    from sw.staging import connect_board
+
+    with pytest.raises(LinkError) as exc:
+        connect_board("sim:bogus")
+    known = ", ".join(f"sim:{b}" for b in BOARDS)
+    assert str(exc.value) == f"sim:bogus: no such simulated board; known: {known}"
+
+
+class PtyBoard:
+    """A kindling board on the pty's master end: INFO, registers and a small memory, by :mod:`hw.link.protocol`."""
+
+    config = EngineConfig(rows=4, cols=8, mem_addr_bits=12, ibuf_depth=512, acc_depth=64, pool_max_cb=4)
+
+    def __init__(self):
+        self.reader = P.FrameReader(requests=True)
+        self.mem = bytearray(1024 * self.config.rows)
+        self.regs = [ENGINE_ID, VERSION[0] << 16 | VERSION[1], *self.config.config_words()] + [0] * 59
+
+    def __call__(self, rng, written):
+        out = b""
+        for f in self.reader.feed(written):
+            if not isinstance(f, P.Frame):
+                continue
+            op, wb, payload = P.Op(f.op), self.config.rows, b""
+            if op == P.Op.INFO:
+                payload = P.pack_info(board=1, word_bytes=wb, mem_words=1024, clk_hz=12_000_000, baud=P.DEFAULT_BAUD)
+            elif op == P.Op.READ_REG:
+                payload = b"".join(v.to_bytes(4, "little") for v in self.regs[f.addr:f.addr + f.length // 4])
+            elif op == P.Op.READ_MEM:
+                payload = bytes(self.mem[f.addr * wb:f.addr * wb + f.length])
+            elif op == P.Op.WRITE_MEM:
+                self.mem[f.addr * wb:f.addr * wb + f.length] = f.payload
+            out += P.encode_frame(f.op, f.seq, addr=f.addr, payload=payload)
+        return out
+
+
+def test_board_on_a_pty_then_unplugged():
+    """The backend opens a tty by name and works; when the device goes away mid-run it fails, named, in time."""
+    board = PtyBoard()
+    with PtyDevice(board) as dev:
+        be = SerialBackend(dev.path, **KW)
+        assert be.config == board.config and be.read_reg(Reg.ID) == ENGINE_ID
+        data = random.Random(3).randbytes(4 * 1000)
+        be.write_mem(24, data)
+        assert be.read_mem(24, 1000) == data == bytes(board.mem[96:4096])
+        assert be.stats.retries == 0
+    # The device thread has stopped and the master end is closed: the slave reads fail (EIO) or stay empty.
+    t0 = time.monotonic()
+    with pytest.raises(LinkError) as exc:
+        be.read_mem(0, 16)
+    elapsed = time.monotonic() - t0
+    be.close()
+    print(f"\nunplugged: {type(exc.value).__name__} after {elapsed:.3f} s: {exc.value}")
+    assert str(exc.value).startswith(f"{dev.path}: ")
+    assert elapsed <= be.transaction_bound(P.Op.READ_MEM, 64) + MARGIN_S

@@ -104,8 +104,8 @@ class LinkStats:
     def summary(self) -> str:
         naks = ", ".join(f"{k} {v}" for k, v in sorted(self.naks.items())) or "none"
         return (f"{self.frames} frames, {self.retries} retries (timeouts {self.timeouts}, corrupt answers "
-                f"{self.corrupt}, NAKs: {naks}), {self.duplicates} duplicate writes, {self.bytes_out} bytes out, "
-                f"{self.bytes_in} bytes in")
+                f"{self.corrupt}, NAKs: {naks}), {self.stale} stale answers ignored, {self.duplicates} duplicate "
+                f"writes, {self.bytes_out} bytes out, {self.bytes_in} bytes in")
 
 
 def port_name(port) -> str:
