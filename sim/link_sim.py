@@ -38,7 +38,7 @@ from pathlib import Path
 from hw.boards import board as board_spec
 from sw.transport import TransportError
 
-__all__ = ["LinkSimulation", "SimSerialPort", "FaultyPort", "FAULTS", "open_sim_port"]
+__all__ = ["LinkSimulation", "SimSerialPort", "FaultyPort", "FAULTS", "ANSWER_FAULTS", "open_sim_port"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,15 @@ class SimSerialPort:
     been driven onto the board's ``rx`` pin; ``read(n)`` returns up to ``n``
     bytes the board sent, waiting at most :attr:`timeout` seconds for them.
     ``break_condition = True`` queues a line break (24 bit times low).
+
+    :attr:`baudrate` is not the simulated board's line rate but the rate the
+    host can count on in wall-clock time (the simulated line moves a few
+    hundred to a thousand bytes per second on a loaded machine):
+    :class:`sw.backends.serial.SerialBackend` sets its deadlines by it.
     """
+
+    #: Wall-clock line rate for the host's deadlines: 300 bytes/s (6.7 ms a byte at the backend's 2x margin).
+    baudrate = 3000
 
     def __init__(self, sim: LinkSimulation):
         self._sim = sim
@@ -308,7 +316,22 @@ class LinkSimulation:
 
 
 #: What :class:`FaultyPort` can do to a write (a request frame) or to the answer that follows it.
-FAULTS = ("flip", "drop", "cut", "lose", "flip_answer", "drop_answer", "lose_answer")
+FAULTS = ("flip", "drop", "cut", "lose", "flip_answer", "drop_answer", "cut_answer", "lose_answer")
+#: The faults that hit the answer.
+ANSWER_FAULTS = ("flip_answer", "drop_answer", "cut_answer", "lose_answer")
+
+
+def expected_answer_bytes(request: bytes) -> int:
+    """Wire bytes of the OK answer to the request frame ``request`` (a whole frame as the host writes it)."""
+    from hw.link import protocol as P
+
+    if len(request) < P.FRAME_OVERHEAD:
+        return P.FRAME_OVERHEAD
+    try:
+        op = P.Op(request[1])
+    except ValueError:
+        return P.FRAME_OVERHEAD
+    return P.answer_wire_bytes(op, int.from_bytes(request[8:10], "little"))
 
 
 class FaultyPort:
@@ -317,7 +340,8 @@ class FaultyPort:
     Each ``write`` is one request frame (what :class:`sw.backends.serial.SerialBackend`
     does). A fault hits a write with probability ``rate`` (kind drawn
     uniformly from ``kinds``), or as ``schedule`` says (``{write number:
-    kind}``, counting from 1):
+    kind}``, counting from 1). The byte hit is drawn uniformly over the whole
+    frame, SYNC, header, CRCs and payload alike:
 
     ``flip``
         one random bit of one random byte of the request inverted;
@@ -327,11 +351,16 @@ class FaultyPort:
         the request stops after a random number of its bytes (a frame cut short);
     ``lose``
         the whole request lost;
-    ``flip_answer``, ``drop_answer``, ``lose_answer``
-        the same to the answer that comes back.
+    ``flip_answer``, ``drop_answer``, ``cut_answer``
+        the same to one random byte of the answer that comes back (its
+        position drawn over the OK answer's length, known from the request);
+    ``lose_answer``
+        the whole answer lost.
 
     While :attr:`stuck` is set, nothing goes through in either direction (a
-    board that hangs). :attr:`injected` lists ``(write number, kind)``.
+    board that hangs). :attr:`injected` lists ``(write number, kind)``, and
+    :attr:`answer_hits` ``(write number, kind, byte index, answer length)``
+    for the answer faults that found their byte.
     """
 
     def __init__(self, port, *, seed: int, rate: float = 0.0, kinds=FAULTS, schedule: dict | None = None):
@@ -344,8 +373,11 @@ class FaultyPort:
         self._kinds = tuple(kinds)
         self._schedule = dict(schedule or {})
         self._writes = 0
-        self._answer_fault = None
+        self._answer_fault = None     # (kind, byte index in the answer, answer length)
+        self._answer_pos = 0          # answer bytes read since the last write
+        self._swallow = False         # drop every byte until the next write (cut or lost answer)
         self.injected: list[tuple[int, str]] = []
+        self.answer_hits: list[tuple[int, str, int, int]] = []
         self.stuck = False
 
     def __getattr__(self, name):
@@ -370,6 +402,7 @@ class FaultyPort:
     def write(self, data: bytes) -> int:
         data = bytearray(data)
         self._writes += 1
+        self._answer_fault, self._answer_pos, self._swallow = None, 0, False
         if self.stuck:
             return len(data)
         kind = self._schedule.get(self._writes)
@@ -386,8 +419,9 @@ class FaultyPort:
             del data[rng.randrange(1, len(data)):]
         elif kind == "lose":
             data = bytearray()
-        elif kind in ("flip_answer", "drop_answer", "lose_answer"):
-            self._answer_fault = kind
+        elif kind in ANSWER_FAULTS:
+            n = expected_answer_bytes(bytes(data))
+            self._answer_fault = (kind, 0 if kind == "lose_answer" else rng.randrange(n), n)
         if data:
             self._port.write(bytes(data))
         return len(data)
@@ -398,23 +432,26 @@ class FaultyPort:
             self._port.reset_input_buffer()
             return b""
         data = bytearray(self._port.read(size))
-        if data and self._answer_fault is not None:
-            kind, self._answer_fault = self._answer_fault, None
-            rng = self._rng
+        start, self._answer_pos = self._answer_pos, self._answer_pos + len(data)
+        if self._swallow:
+            return b""
+        if data and self._answer_fault is not None and start <= self._answer_fault[1] < self._answer_pos:
+            kind, index, n = self._answer_fault
+            self._answer_fault = None
+            self.answer_hits.append((self._writes, kind, index, n))
+            i = index - start
             if kind == "flip_answer":
-                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                data[i] ^= 1 << self._rng.randrange(8)
             elif kind == "drop_answer":
-                del data[rng.randrange(len(data))]
-            else:   # the answer never arrives: swallow it whole once it is all in
-                time.sleep(0.05)
-                self._port.reset_input_buffer()
-                data.clear()
+                del data[i]
+            else:   # cut_answer, lose_answer: the answer stops at byte i; the rest never arrives
+                del data[i:]
+                self._swallow = True
         return bytes(data)
 
     @property
     def in_waiting(self) -> int:
         return 0 if self.stuck else self._port.in_waiting
-
 
 
 def open_sim_port(name: str, **kw) -> SimSerialPort:
@@ -426,9 +463,23 @@ def open_sim_port(name: str, **kw) -> SimSerialPort:
     ------
     ValueError
         If ``name`` is not ``sim:<board>``.
+    sw.backends.serial.LinkError
+        If there is no such board, or its simulation does not start (the
+        message names the port; the cause is chained).
     """
+    from hw.boards import BOARDS
+    from sw.backends.serial import LinkError
+
     if not name.startswith("sim:"):
         raise ValueError(f"a simulated port is named sim:<board>, got {name!r}")
-    port = LinkSimulation(name[4:], **kw).port
+    if name[4:] not in BOARDS:
+        raise LinkError(f"{name}: no such simulated board; known: {', '.join('sim:' + b for b in BOARDS)}")
+    try:
+        port = LinkSimulation(name[4:], **kw).port
+    except TransportError:
+        raise
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LinkError(f"{name}: the simulated board did not start: {reason}") from e
     port.owns_simulation = True
     return port
