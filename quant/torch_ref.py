@@ -169,7 +169,7 @@ def format_table(rows: list[Agreement]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m quant.torch_ref``: golden vs QNNPACK on SqueezeNet 1.1's Fire convolutions."""
     from sw.models.squeezenet import CALIBRATION_KINDS, load_squeezenet11, quantize_squeezenet11
-    from sw.shared import imagenet_preprocess
+    from sw.shared import imagenet_preprocess, require_shared
 
     from . import golden
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     q = quantize_squeezenet11(args.calibration, load_squeezenet11())
-    runs = [golden.run(q, golden.quantize_input(imagenet_preprocess(img), q.qparams(q.inputs[0])))
+    runs = [golden.run(q, golden.quantize_input(imagenet_preprocess(require_shared(img)), q.qparams(q.inputs[0])))
             for img in args.images]
     print(f"SqueezeNet 1.1, calibration {args.calibration!r}, images {', '.join(args.images)}; "
           f"torch {torch.__version__}, engine qnnpack")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ENV_VAR", "IMAGENET_MEAN", "IMAGENET_STD", "shared_dir", "shared_path", "require_shared",
-    "skip_without_shared", "load_rgb", "imagenet_preprocess", "imagenet_labels",
+    "skip_without_shared", "imagenet_preprocess", "imagenet_labels",
 ]
 
 #: Environment variable that overrides the location of the shared data.
@@ -88,21 +91,7 @@ def skip_without_shared(*paths: str | os.PathLike) -> Path:
     return shared_dir()
 
 
-def load_rgb(path: str | os.PathLike):
-    """Open an image as an RGB :class:`PIL.Image.Image`.
-
-    A relative path that does not exist in the working directory is looked up
-    in the shared directory.
-    """
-    from PIL import Image
-
-    p = Path(path)
-    with Image.open(p if p.is_absolute() or p.exists() else require_shared(p)) as im:
-        return im.convert("RGB")
-
-
-def imagenet_preprocess(path: str | os.PathLike, *, resize: int = 256, crop: int = 224,
-                        normalize: bool = True) -> torch.Tensor:
+def imagenet_preprocess(image, *, resize: int = 256, crop: int = 224, normalize: bool = True) -> torch.Tensor:
     """ImageNet evaluation preprocessing, as DATA.md specifies: a ``1x3xcrop x crop`` float32 tensor.
 
     Short side resized to ``resize`` with PIL bilinear (the long side to
@@ -114,17 +103,22 @@ def imagenet_preprocess(path: str | os.PathLike, *, resize: int = 256, crop: int
 
     Parameters
     ----------
-    path : str or path-like
-        Image file; a relative path that does not exist in the working
-        directory is looked up in the shared directory (``"images/coco_cat.jpg"``).
+    image : str, path-like or PIL.Image.Image
+        A picture file (a relative path is relative to the current
+        directory: a shared picture is ``require_shared("images/coco_cat.jpg")``)
+        or an opened picture; read by :func:`sw.preprocess.as_rgb_image`
+        (any mode, EXIF orientation applied).
     resize, crop : int
         Short-side size and centre-crop size.
     normalize : bool
         Apply the mean/std normalization (``False`` leaves values in [0, 1]).
     """
+    import torch
     from PIL import Image
 
-    im = load_rgb(path)
+    from sw.preprocess import as_rgb_image
+
+    im = as_rgb_image(image)
     w, h = im.size
     size = (resize, round(resize * h / w)) if w <= h else (round(resize * w / h), resize)
     im = im.resize(size, Image.BILINEAR)

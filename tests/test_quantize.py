@@ -174,7 +174,7 @@ def test_squeezenet_reproduces_onnx_test_sets(squeezenet, i):
 def test_squeezenet_top1_on_photos(squeezenet, image, label, softmax):
     skip_without_shared(f"images/{image}")
     with torch.no_grad():
-        p = squeezenet(imagenet_preprocess(f"images/{image}")).softmax(1)[0]
+        p = squeezenet(imagenet_preprocess(shared_path("images", image))).softmax(1)[0]
     assert int(p.argmax()) == label
     assert abs(float(p.max()) - softmax) < 0.006  # DATA.md quotes two decimals
 
@@ -534,7 +534,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("image,label", [("coco_cat.jpg", 282), ("coco_dog.jpg", 163)])
 def test_quantized_squeezenet_top1_on_photos(squeezenet, q_squeezenet_imagenet, image, label):
     skip_without_shared(f"images/{image}")
-    x = imagenet_preprocess(f"images/{image}")
+    x = imagenet_preprocess(shared_path("images", image))
     t0 = time.perf_counter()
     logits = golden.infer(q_squeezenet_imagenet, x)[0]
     elapsed = time.perf_counter() - t0

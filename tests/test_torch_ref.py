@@ -14,7 +14,7 @@ import torch
 
 from quant import golden
 from quant.torch_ref import Agreement, compare_conv, compare_fire_convs, format_table, qnnpack_conv
-from sw.shared import imagenet_preprocess, skip_without_shared
+from sw.shared import imagenet_preprocess, shared_dir, skip_without_shared
 
 from .test_quantize import TinyFireNet
 
@@ -81,7 +81,7 @@ def test_qnnpack_rejects_asymmetric_padding(rng):
 def test_qnnpack_agrees_on_squeezenet_fire_modules(q_squeezenet_imagenet):
     skip_without_shared("images/coco_cat.jpg")
     q = q_squeezenet_imagenet
-    x = golden.quantize_input(imagenet_preprocess("images/coco_cat.jpg"), q.qparams(q.inputs[0]))
+    x = golden.quantize_input(imagenet_preprocess(shared_dir() / "images/coco_cat.jpg"), q.qparams(q.inputs[0]))
     rows = compare_fire_convs(q, [golden.run(q, x)])
     print("\n" + format_table(rows))
     total = _total(rows)

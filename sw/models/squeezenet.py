@@ -172,9 +172,9 @@ def calibration_batch(kind: str = "imagenet", *, seed: int = 0) -> torch.Tensor:
         float32 ``(8, 3, 224, 224)``.
     """
     if kind == "imagenet":
-        from sw.shared import imagenet_preprocess
+        from sw.shared import imagenet_preprocess, require_shared
 
-        x = torch.cat([imagenet_preprocess(f"images/people_{i}.jpg") for i in range(1, 5)])
+        x = torch.cat([imagenet_preprocess(require_shared(f"images/people_{i}.jpg")) for i in range(1, 5)])
         return torch.cat([x, x.flip(3)])
     if kind == "noise255":
         rng = np.random.default_rng(seed)
