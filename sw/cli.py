@@ -7,6 +7,12 @@ Examples::
     kindling report squeezenet --backend verilator --out results/squeezenet
     kindling frcnn ../shared/images/coco_dog.jpg --backend verilator
     kindling compile rfsong
+
+Exit status: 0 success; 1 an engine layer differs from the golden model, or
+the link or the engine failed; 2 bad input (a file that is not a picture, an
+option out of range, a network the engine cannot run). Every expected failure
+is one line on stderr naming the input and the reason (``--debug``: the
+traceback instead); docs/RELIABILITY.md lists them.
 """
 
 from __future__ import annotations
@@ -17,22 +23,115 @@ from pathlib import Path
 
 from hw.isa import EngineConfig
 
+#: Exit status of a link or engine failure (and of a run that is not bit-exact).
+EXIT_LINK = 1
+#: Exit status of bad input: files, option values, networks the engine cannot run.
+EXIT_BAD_INPUT = 2
+#: Exit status after Ctrl-C.
+EXIT_INTERRUPTED = 130
+#: Side of SqueezeNet's input; a ``.npy`` input is ``(1, 3, 224, 224)`` float.
+NPY_INPUT_SHAPE = (1, 3, 224, 224)
+
+
+class InputError(ValueError):
+    """Bad input found by the command line's own checks (an option value, a file that cannot be used)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (argparse prints the usage first)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind, low, high=None):
+    """An argparse type: ``kind`` values in ``[low, high]`` (``low < value`` for floats)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if kind is float and not low < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+        if kind is int and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be between {low} and {high}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
 
 def _config(args) -> EngineConfig:
-    return EngineConfig(rows=args.rows, cols=args.cols, ibuf_depth=args.ibuf_depth, acc_depth=args.acc_depth)
+    """The engine configuration of the options, or :class:`InputError` naming the option at fault."""
+    fields = {"rows": args.rows, "cols": args.cols, "ibuf_depth": args.ibuf_depth, "acc_depth": args.acc_depth}
+    try:
+        return EngineConfig(**fields)
+    except ValueError as e:
+        field = next((f for f in fields if str(e).startswith(f)), None)
+        option = f"--{field.replace('_', '-')} {fields[field]}: " if field else ""
+        raise InputError(f"{option}{e}") from None
 
 
-def _add_common(p):
-    p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
-                   help="where the engine runs (default: golden model)")
-    p.add_argument("--port", help="serial port of the board (with --backend serial)")
-    p.add_argument("--rows", type=int, default=EngineConfig.rows, help="array rows (default %(default)s)")
-    p.add_argument("--cols", type=int, default=EngineConfig.cols, help="array columns (default %(default)s)")
-    p.add_argument("--ibuf-depth", type=int, default=EngineConfig.ibuf_depth)
-    p.add_argument("--acc-depth", type=int, default=EngineConfig.acc_depth)
-    p.add_argument("--clock", type=float, default=100.0, help="clock in MHz for frames/s (default %(default)s)")
-    p.add_argument("--no-check", action="store_true", help="do not compare every layer with the golden model")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def _check_options(args) -> None:
+    """The checks every command makes before reading a model: engine options, backend and port."""
+    args.config = _config(args)
+    if args.backend != "serial":
+        return
+    if not args.port:
+        raise InputError("--backend serial needs --port (a device such as /dev/ttyUSB1, or sim:<board>)")
+    if args.port.startswith("sim:"):
+        from hw.boards import BOARDS
+
+        if args.port[4:] not in BOARDS:
+            raise InputError(f"--port {args.port}: no simulated board {args.port[4:]!r} "
+                             f"(choose from {', '.join('sim:' + b for b in BOARDS)})")
+
+
+def _serial_options(args) -> dict:
+    return {"timeout": args.timeout} if getattr(args, "timeout", None) else {}
+
+
+def _output_folder(path: Path, option: str) -> Path:
+    """Create the folder ``path`` (an output option) now, before any long run; errors name the option."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+    return path
+
+
+def _load_npy(path: str):
+    """A ``.npy`` network input as a float32 array, checked (shape, finite values); errors name the file."""
+    import numpy as np
+
+    from sw.preprocess import check_input_file
+
+    check_input_file(path, "a .npy input")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a NumPy .npy array ({e})") from None
+    if not isinstance(a, np.ndarray) or a.shape != NPY_INPUT_SHAPE or a.dtype.kind not in "fiu":
+        raise InputError(f"{path}: a {getattr(a, 'dtype', '?')} array of shape {getattr(a, 'shape', '?')}; "
+                         f"the network takes a number array of shape {NPY_INPUT_SHAPE}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{path}: the array holds NaN or infinite values")
+    return a.astype(np.float32)
+
+
+def _open_pictures(paths) -> list:
+    """Every picture opened, decoded and made 8-bit RGB now, before any model is read: ``[(name, image)]``."""
+    from sw.preprocess import as_rgb_image
+
+    return [(p, as_rgb_image(p)) for p in paths]
+
+
+def _runner(args, network: str, kind: str = "default"):
+    from sw.networks import Runner
+
+    return Runner(network, args.backend, args.config, check=not args.no_check, clock_mhz=args.clock,
+                  port=args.port, kind=kind, progress=not args.quiet, serial_options=_serial_options(args))
 
 
 def _print_layers_exact(res) -> bool:
@@ -47,74 +146,86 @@ def _print_layers_exact(res) -> bool:
     return not bad
 
 
-def cmd_classify(args) -> int:
-    import torch
-
-    from sw.networks import Runner, classify
+def _run_each(args, network: str, inputs, run_one, *, kind: str = "default", fps_digits: int = 1) -> int:
+    """Run ``network`` on each ``(name, input)`` with ``run_one(runner, name, input) -> Result``; print the run."""
     ok = True
-    raw = [Path(i) for i in args.images if Path(i).suffix == ".npy"]
-    kind = "noise255" if raw and len(raw) == len(args.images) else "default"
-    if raw and len(raw) != len(args.images):
-        print("error: mix of .npy inputs and pictures; they use different calibrations", file=sys.stderr)
-        return 2
-    with Runner("squeezenet", args.backend, _config(args), check=not args.no_check, clock_mhz=args.clock,
-                port=args.port, kind=kind, progress=not args.quiet) as r:
-        from sw.models.squeezenet import load_squeezenet11
-        from sw.shared import imagenet_preprocess
-        fmodel = load_squeezenet11()
-        for img in args.images:
-            res, top = classify(r, img, args.top)
-            x = torch.from_numpy(__import__("numpy").load(img)).float() if str(img).endswith(".npy") \
-                else imagenet_preprocess(img)
-            with torch.no_grad():
-                flog = fmodel(x).reshape(-1)
-            ilog = res.outputs[0].reshape(-1).double()
-            cos = float(torch.nn.functional.cosine_similarity(ilog, flog.double(), dim=0))
-            print(f"{img}:")
-            for i, label, p in top:
-                print(f"  {i:4d} {label:30s} {p:6.3f}")
-            print(f"  float top-1 {int(flog.argmax())}, int8 top-1 {top[0][0]}, cosine(int8, float logits) "
-                  f"{cos:.5f}")
+    with _runner(args, network, kind) as r:
+        for name, item in inputs:
+            res = run_one(r, name, item)
             if res.run.cycles:
                 print(f"  {res.report.cycles:,} cycles, MAC utilization {res.report.utilization:.1%}, "
-                      f"{res.report.fps:.1f} frames/s at {args.clock:g} MHz, wall {res.report.wall_s:.1f} s")
+                      f"{res.report.fps:.{fps_digits}f} frames/s at {args.clock:g} MHz, "
+                      f"wall {res.report.wall_s:.1f} s")
             ok &= _print_layers_exact(res)
     return 0 if ok else 1
+
+
+def cmd_classify(args) -> int:
+    npy = [i for i in args.images if Path(i).suffix == ".npy"]
+    if npy and len(npy) != len(args.images):
+        raise InputError("a mix of .npy inputs and pictures; they use different calibrations")
+    arrays = [(i, _load_npy(i)) for i in npy]
+    pictures = [] if npy else _open_pictures(args.images)
+
+    import torch
+
+    from sw.models.squeezenet import load_squeezenet11
+    from sw.networks import classify
+    from sw.shared import imagenet_preprocess
+
+    inputs = [(i, torch.from_numpy(a)) for i, a in arrays] or [(name, imagenet_preprocess(im)) for name, im in pictures]
+    fmodel = load_squeezenet11()
+
+    def run_one(r, name, x):
+        res, top = classify(r, x, args.top)
+        with torch.no_grad():
+            flog = fmodel(x).reshape(-1)
+        ilog = res.outputs[0].reshape(-1).double()
+        cos = float(torch.nn.functional.cosine_similarity(ilog, flog.double(), dim=0))
+        print(f"{name}:")
+        for i, label, p in top:
+            print(f"  {i:4d} {label:30s} {p:6.3f}")
+        print(f"  float top-1 {int(flog.argmax())}, int8 top-1 {top[0][0]}, cosine(int8, float logits) {cos:.5f}")
+        return res
+
+    return _run_each(args, "squeezenet", inputs, run_one, kind="noise255" if npy else "default")
 
 
 def cmd_detect(args) -> int:
+    inputs = _open_pictures(args.images)
+    out_dir = _output_folder(Path(args.out_dir), "--out-dir")
+
     from sw.detect import draw_detections
-    from sw.networks import Runner, detect
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ok = True
-    with Runner("rfsong", args.backend, _config(args), check=not args.no_check, clock_mhz=args.clock,
-                port=args.port, progress=not args.quiet) as r:
-        for img in args.images:
-            res, dets = detect(r, img)
-            png = draw_detections(img, dets, out_dir / (Path(img).stem + "_det.png"))
-            print(f"{img}: {len(dets)} detection(s) -> {png}")
-            for d in dets:
-                print(f"  person ({d.x1:7.1f}, {d.y1:7.1f}, {d.x2:7.1f}, {d.y2:7.1f}) score {d.score:.3f}")
-            if res.run.cycles:
-                print(f"  {res.report.cycles:,} cycles, MAC utilization {res.report.utilization:.1%}, "
-                      f"{res.report.fps:.2f} frames/s at {args.clock:g} MHz, wall {res.report.wall_s:.1f} s")
-            ok &= _print_layers_exact(res)
-    return 0 if ok else 1
+    from sw.networks import detect
+
+    def run_one(r, name, image):
+        res, dets = detect(r, image)
+        png = draw_detections(image, dets, out_dir / (Path(name).stem + "_det.png"))
+        print(f"{name}: {len(dets)} detection(s) -> {png}")
+        for d in dets:
+            print(f"  person ({d.x1:7.1f}, {d.y1:7.1f}, {d.x2:7.1f}, {d.y2:7.1f}) score {d.score:.3f}")
+        return res
+
+    return _run_each(args, "rfsong", inputs, run_one, fps_digits=2)
 
 
 def cmd_report(args) -> int:
+    from sw.preprocess import as_rgb_image, ssd_preprocess
+    from sw.shared import require_shared
+
+    if args.image:
+        image = as_rgb_image(args.image)
+    else:   # the project's own sample picture, from the shared data
+        image = require_shared("images/coco_cat.jpg" if args.network == "squeezenet" else "images/people_1.jpg")
+    if args.out:
+        _output_folder(Path(args.out).parent, "--out")
+
     import torch
 
-    from sw.networks import Runner
-    from sw.preprocess import ssd_preprocess
-    from sw.shared import imagenet_preprocess, require_shared
-    image = args.image or ("images/coco_cat.jpg" if args.network == "squeezenet" else "images/people_1.jpg")
-    path = require_shared(image) if not Path(image).exists() else Path(image)
-    x = imagenet_preprocess(path) if args.network == "squeezenet" else ssd_preprocess(path)[0]
+    from sw.shared import imagenet_preprocess
+    x = imagenet_preprocess(image) if args.network == "squeezenet" else ssd_preprocess(image)[0]
     torch.set_num_threads(2)
-    with Runner(args.network, args.backend, _config(args), check=not args.no_check, clock_mhz=args.clock,
-                port=args.port, progress=not args.quiet) as r:
+    with _runner(args, args.network) as r:
         res = r.run_float(x)
     print(res.report.table())
     if args.out:
@@ -126,40 +237,62 @@ def cmd_report(args) -> int:
 def cmd_compile(args) -> int:
     from sw.compiler import compile_graph
     from sw.networks import quantized
-    prog = compile_graph(quantized(args.network), _config(args))
+
+    prog = compile_graph(quantized(args.network), args.config)
     print(prog.summary())
     return 0
 
 
 def cmd_frcnn(args) -> int:
+    _open_pictures(args.images)     # every picture checked before the long quantization
+
     from sw.frcnn import run_faster_rcnn
     ok = True
     for img in args.images:
-        out = run_faster_rcnn(img, args.backend, _config(args), port=args.port, check=not args.no_check,
+        out = run_faster_rcnn(img, args.backend, args.config, port=args.port, check=not args.no_check,
                               progress=not args.quiet, clock_mhz=args.clock)
         print(out.summary())
         ok &= out.bit_exact is not False
     return 0 if ok else 1
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="kindling", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def _add_common(p, *, link_timeout: bool = True):
+    p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
+                   help="where the engine runs (default: golden model)")
+    p.add_argument("--port", help="serial port of the board (with --backend serial), or sim:<board>")
+    if link_timeout:
+        p.add_argument("--timeout", type=_bounded(float, 0.0), default=None,
+                       help="seconds the board has to answer each request (--backend serial; default: the "
+                            "driver's)")
+    p.add_argument("--rows", type=int, default=EngineConfig.rows, help="array rows (default %(default)s)")
+    p.add_argument("--cols", type=int, default=EngineConfig.cols, help="array columns (default %(default)s)")
+    p.add_argument("--ibuf-depth", type=int, default=EngineConfig.ibuf_depth)
+    p.add_argument("--acc-depth", type=int, default=EngineConfig.acc_depth)
+    p.add_argument("--clock", type=_bounded(float, 0.0), default=100.0,
+                   help="clock in MHz for frames/s (default %(default)s)")
+    p.add_argument("--no-check", action="store_true", help="do not compare every layer with the golden model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="kindling", description=__doc__.split("\n\n")[0],
+                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("classify", help="SqueezeNet 1.1 top-k on pictures (or .npy inputs)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=_bounded(int, 1, 1000), default=5, help="classes to print (1..1000)")
     _add_common(p)
-    p.set_defaults(func=cmd_classify)
+    p.set_defaults(func=cmd_classify, network="squeezenet")
     p = sub.add_parser("detect", help="RFSong-779 person detection; writes PNGs with the boxes")
     p.add_argument("images", nargs="+")
     p.add_argument("--out-dir", default="out")
     _add_common(p)
-    p.set_defaults(func=cmd_detect)
+    p.set_defaults(func=cmd_detect, network="rfsong")
     p = sub.add_parser("frcnn", help="SqueezeNet 1.1 + Faster R-CNN end to end")
     p.add_argument("images", nargs="+")
-    _add_common(p)
-    p.set_defaults(func=cmd_frcnn)
+    _add_common(p, link_timeout=False)
+    p.set_defaults(func=cmd_frcnn, network="faster_rcnn")
     p = sub.add_parser("report", help="per-layer report of a whole network (table, CSV, JSON, PNG)")
     p.add_argument("network", choices=["squeezenet", "rfsong"])
     p.add_argument("--image", help="picture (default: coco_cat for squeezenet, people_1 for rfsong)")
@@ -168,14 +301,57 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compile", help="print a network's schedule")
     p.add_argument("network", choices=["squeezenet", "rfsong"])
-    _add_common(p)
+    _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _link_errors() -> tuple[type, ...]:
+    """Exceptions of the link and the engine: the transport's, and pyserial's (a port that cannot be opened)."""
+    from sw.transport import TransportError
+
     try:
+        from serial import SerialException
+    except ImportError:   # pyserial is only needed for boards
+        return (TransportError,)
+    return TransportError, SerialException
+
+
+#: Exceptions that mean bad input (files, options, models the engine refuses), besides :class:`ValueError`.
+_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                 PermissionError)
+
+
+def _error_line(e: BaseException, args) -> tuple[int, str] | None:
+    """``(exit status, message)`` for an expected failure, None for an unexpected one."""
+    plain = e.strerror if isinstance(e, OSError) and e.strerror and e.filename is None else None
+    text = " ".join(str(plain or e).split()) or type(e).__name__   # pyserial's: no "[Errno 2]" in front
+    if isinstance(e, _link_errors()):
+        where = args.port if args.backend == "serial" and args.port else f"{args.backend} backend"
+        return EXIT_LINK, text if where in text else f"{where}: {text}"
+    compiler = sys.modules.get("sw.compiler")    # not imported: no CompileError (and no wait for torch)
+    if compiler is not None and isinstance(e, compiler.CompileError):
+        return EXIT_BAD_INPUT, f"{args.network} cannot run on this engine: {text}"
+    if isinstance(e, _INPUT_ERRORS):
+        return EXIT_BAD_INPUT, text
+    return None
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit status (failures are one line on stderr, see the module doc)."""
+    args = _parser().parse_args(argv)
+    try:
+        _check_options(args)
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"kindling: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("kindling: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        expected = _error_line(e, args)
+        if expected is None or args.debug:
+            raise
+        print(f"kindling: error: {expected[1]}", file=sys.stderr)
+        return expected[0]
 
 
 if __name__ == "__main__":

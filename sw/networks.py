@@ -139,26 +139,31 @@ class Runner:
         Also run the golden model and compare every engine layer with it.
     clock_mhz : float
         Clock for frames-per-second figures.
+    serial_options : dict or None
+        Keyword arguments of :class:`sw.backends.serial.SerialBackend` (``timeout``...) for the serial backend.
+
+    With the serial backend the board is connected (and identified) before
+    the network is quantized, so a wrong port fails at once.
     """
 
     def __init__(self, network: str, backend: str = "golden", config: EngineConfig | None = None, *,
                  check: bool = True, clock_mhz: float = 100.0, port: str | None = None, kind: str = "default",
-                 progress: bool = True, qgraph=None, stalls: float = 0.0):
+                 progress: bool = True, qgraph=None, stalls: float = 0.0, serial_options: dict | None = None):
         self.network = network
         self.backend = backend
         self.config = config or EngineConfig()
         self.check = check
         self.clock_mhz = clock_mhz
         self.progress = progress
-        self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
         if backend == "serial":
             # The board decides the configuration: read it, compile for it, stage through its memory.
             from sw.staging import board_transport, compile_for_board, connect_board
 
             if port is None:
                 raise ValueError("the serial backend needs --port (a device such as /dev/ttyUSB1, or sim:<board>)")
-            board = connect_board(port)
+            board = connect_board(port, **(serial_options or {}))
             try:
+                self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
                 self.program, _ = compile_for_board(self.qgraph, board.config, board.mem_words)
                 self.config = self.program.config    # the board's, addresses widened for staging
                 self.transport = board_transport(board, self.program)
@@ -166,6 +171,7 @@ class Runner:
                 board.close()
                 raise
         else:
+            self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
             self.program: Program = compile_graph(self.qgraph, self.config)
             self.transport = open_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
         self.session = Session(self.program, Driver(self.transport, self.config, timed=backend != "golden"))
@@ -193,12 +199,16 @@ class Runner:
         return Result(outputs=outputs, run=run, report=rep)
 
 
-def classify(runner: Runner, image: str | Path, top: int = 5) -> tuple[Result, list[tuple[int, str, float]]]:
-    """SqueezeNet on a picture (ImageNet preprocessing) or on a ``.npy`` input fed as it is."""
+def classify(runner: Runner, image: str | Path | torch.Tensor,
+             top: int = 5) -> tuple[Result, list[tuple[int, str, float]]]:
+    """SqueezeNet on a picture (ImageNet preprocessing), a ``.npy`` input fed as it is, or an input tensor."""
     from sw.shared import imagenet_labels, imagenet_preprocess
 
-    path = Path(image)
-    x = torch.from_numpy(np.load(path)).float() if path.suffix == ".npy" else imagenet_preprocess(path)
+    if isinstance(image, torch.Tensor):
+        x = image
+    else:
+        path = Path(image)
+        x = torch.from_numpy(np.load(path)).float() if path.suffix == ".npy" else imagenet_preprocess(path)
     res = runner.run_float(x)
     logits = res.outputs[0].reshape(-1)
     prob = torch.softmax(logits.double(), 0)
