@@ -124,7 +124,10 @@ def test_conv_under_memory_stalls(bench, stalls):
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
     sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=stalls)
     _check_against_reference(bench, shape, expect, machine)
-    assert sim.cycles > 0
+    free, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=0.0)
+    _check_against_reference(bench, shape, expect, machine)
+    # The stalls must have happened: the stalled run takes longer than the stall-free one.
+    assert sim.cycles > free.cycles > 0, f"stalls {stalls}: {sim.cycles} cycles vs {free.cycles} without stalls"
 
 
 def fire_case(cfg, rng, *, cin, sq, e1, e3, h, w, bands):
