@@ -13,8 +13,8 @@ move); the socket is polled every ``POLL_CYCLES`` cycles.
 Messages use :func:`sim.server.send_msg` framing (JSON header, raw payload).
 Host to simulator: ``write`` + bytes; ``break(bits)``; ``drain(id)`` (answered
 ``drained(id)`` when everything written before it is on the wire);
-``cycles(id)``; ``shutdown``. Simulator to host: ``hello``, ``read`` + bytes,
-``drained``, ``cycles``, ``bye``.
+``cycles(id)``; ``reset(id)`` (the top's reset held for 4 cycles); ``shutdown``. Simulator to
+host: ``hello``, ``read`` + bytes, ``drained``, ``cycles``, ``reset``, ``bye``.
 """
 
 from __future__ import annotations
@@ -124,6 +124,12 @@ async def serve_link(dut):
                     driver.marker(lambda ident=ident: send({"op": "drained", "id": ident, "cycles": cycles()}))
                 elif op == "cycles":
                     send({"op": "cycles", "id": head["id"], "value": cycles()})
+                elif op == "reset":   # the board's reset pressed: every register of the top back to its reset value
+                    dut.rst.value = 1
+                    for _ in range(4):
+                        await RisingEdge(dut.clk)
+                    dut.rst.value = 0
+                    send({"op": "reset", "id": head["id"], "cycles": cycles()})
                 elif op == "shutdown":
                     send({"op": "bye", "cycles": cycles(), "sent": driver.sent, "received": monitor.received,
                           "framing_errors": monitor.framing_errors})

@@ -138,6 +138,9 @@ class LinkSimulation:
         FST waveform (default: ``WAVES``).
     start_timeout : float
         Seconds for the simulator to come up after the build.
+    top_options : dict or None
+        More keyword arguments of the top (:class:`sim.dram_top.DramLinkSimTop` for a board with
+        SDRAM: ``init_writes``, ``init_deadline``).
 
     Attributes
     ----------
@@ -147,7 +150,8 @@ class LinkSimulation:
     """
 
     def __init__(self, board: str = "icebreaker", *, divisor: int = 8, frame_timeout: int | None = None,
-                 build_dir=None, verbose: bool = False, waves: bool | None = None, start_timeout: float = 120.0):
+                 build_dir=None, verbose: bool = False, waves: bool | None = None, start_timeout: float = 120.0,
+                 top_options: dict | None = None):
         from sim.build import build, setup_verilator_env, verilator_runner
         from sim.link_top import LinkSimTop
         from sim.server import ENV_META, ENV_SOCKET
@@ -165,7 +169,10 @@ class LinkSimulation:
         self._cv = threading.Condition(self._lock)
         self.bye: dict | None = None
 
-        top = LinkSimTop(self.spec, divisor=divisor, frame_timeout=frame_timeout)
+        if self.spec.storage == "sdram":
+            from sim.dram_top import DramLinkSimTop as LinkSimTop
+        top = LinkSimTop(self.spec, divisor=divisor, frame_timeout=frame_timeout, **(top_options or {}))
+        self.top = top
         self.divisor = top.divisor
         self.frame_timeout = top.frame_timeout
         setup_verilator_env()
@@ -283,6 +290,10 @@ class LinkSimulation:
     def cycles(self) -> int:
         """Simulated clock cycles since the board top left reset."""
         return self._request("cycles")["value"]
+
+    def reset_board(self) -> int:
+        """Press the board's reset (the top's ``rst`` for 4 cycles); return the simulated cycle it ended."""
+        return self._request("reset")["cycles"]
 
     def close(self) -> None:
         """Shut the simulator down (idempotent)."""

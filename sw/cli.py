@@ -156,6 +156,10 @@ def _run_each(args, network: str, inputs, run_one, *, kind: str = "default", fps
                 print(f"  {res.report.cycles:,} cycles, MAC utilization {res.report.utilization:.1%}, "
                       f"{res.report.fps:.{fps_digits}f} frames/s at {args.clock:g} MHz, "
                       f"wall {res.report.wall_s:.1f} s")
+            if "fps" in res.extra:    # a board with the program in its DRAM
+                fr = res.extra["frame"]
+                print(f"  link: {fr.bytes_out:,} B out, {fr.bytes_in:,} B in this frame"
+                      f"{' (after uploading the program)' if fr.uploaded else ''}; {res.extra['fps'].summary()}")
             ok &= _print_layers_exact(res)
     return 0 if ok else 1
 

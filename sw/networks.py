@@ -28,6 +28,7 @@ from quant import golden
 from sw.compiler import Program, compile_graph
 from sw.driver import Driver
 from sw.report import NetworkReport, network_report
+from sw.resident import ResidentSession
 from sw.runtime import NetworkRun, Session, host_finish, run_network
 
 __all__ = ["NETWORKS", "Runner", "open_backend", "quantized", "calibration"]
@@ -161,9 +162,18 @@ class Runner:
 
             if port is None:
                 raise ValueError("the serial backend needs --port (a device such as /dev/ttyUSB1, or sim:<board>)")
+            from sw.resident import has_dram
+
             board = connect_board(port, **(serial_options or {}))
             try:
                 self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
+                if has_dram(board):
+                    # The program lives in the board's DRAM: compiled for the board itself, uploaded once.
+                    self.program = compile_graph(self.qgraph, board.config)
+                    self.config = board.config
+                    self.transport = board
+                    self.session = ResidentSession(self.program, Driver(board, self.config))
+                    return
                 self.program, _ = compile_for_board(self.qgraph, board.config, board.mem_words)
                 self.config = self.program.config    # the board's, addresses widened for staging
                 self.transport = board_transport(board, self.program)
@@ -186,10 +196,12 @@ class Runner:
         self.close()
 
     def run_float(self, x: torch.Tensor) -> Result:
-        """Quantize ``x``, run the engine layer by layer, finish on the host."""
+        """Quantize ``x``, run the engine layer by layer (a DRAM board: in one run), finish on the host."""
         g = self.qgraph
         x_q = golden.quantize_input(x, g.qparams(g.inputs[0]))
         reference = golden.run(g, x_q) if self.check else None
+        if isinstance(self.session, ResidentSession):
+            return self._run_resident(x_q, reference)
         t0 = time.monotonic()
         run = run_network(self.session, x_q, reference=reference, progress=self.progress, desc=self.network)
         wall = time.monotonic() - t0
@@ -197,6 +209,33 @@ class Runner:
         rep = network_report(self.program, run.profile, network=self.network, backend=self.backend, wall_s=wall,
                              cycles=run.cycles, clock_mhz=self.clock_mhz, exact=run.exact)
         return Result(outputs=outputs, run=run, report=rep)
+
+
+    def _run_resident(self, x_q, reference) -> Result:
+        """One frame on a DRAM board: picture in, one run, outputs out; compared with the golden outputs."""
+        from hw.boards import BOARDS
+        from sw.resident import fps_estimate
+
+        inf, frame = self.session.frame(x_q)
+        exact, first_bad = None, {}
+        if reference is not None:
+            exact = {n: bool(np.array_equal(inf.tensors[n], reference[n])) for n in self.program.outputs}
+            for n, ok in exact.items():
+                if not ok:
+                    bad = np.argwhere(inf.tensors[n] != reference[n])[:8]
+                    first_bad[n] = [(tuple(int(v) for v in b), int(inf.tensors[n][tuple(b)]),
+                                     int(reference[n][tuple(b)])) for b in bad]
+        run = NetworkRun(tensors=inf.tensors, profile=None, exact=exact, first_mismatch=first_bad,
+                         cycles=inf.run.cycles, wall_s=frame.wall_s)
+        info = self.transport.info
+        spec = BOARDS.get(getattr(self.transport, "board", ""))
+        clk = info["clk_hz"] or self.clock_mhz * 1e6
+        rep = network_report(self.program, None, network=self.network, backend=self.backend, wall_s=frame.wall_s,
+                             cycles=run.cycles, clock_mhz=clk / 1e6, exact=exact)
+        est = fps_estimate(self.program, cycles=run.cycles or 1, link_bytes=frame.bytes, clk_hz=clk,
+                           baud=spec.baud if spec is not None else info["baud"])
+        return Result(outputs=host_finish(self.qgraph, inf.tensors), run=run, report=rep,
+                      extra={"frame": frame, "fps": est, "uploads": self.session.uploads})
 
 
 def classify(runner: Runner, image: str | Path | torch.Tensor,

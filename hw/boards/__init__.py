@@ -39,9 +39,10 @@ class BoardSpec:
         ``spram``.
     engine : EngineConfig
     mem_words : int
-        Words of on-chip memory behind the engine's port.
+        Words of memory behind the engine's port (on chip, or the external DRAM's).
     storage : str
-        ``spram`` (iCE40 UltraPlus SB_SPRAM256KA) or ``bram``.
+        ``spram`` (iCE40 UltraPlus SB_SPRAM256KA), ``bram``, or ``sdram`` (external DRAM through
+        LiteDRAM: :mod:`hw.boards.ulx3s_dram`).
     clk_hz : int
         The PLL's target: the clock of the link and the engine.
     baud : int
@@ -52,6 +53,8 @@ class BoardSpec:
         Extra ``synth_<family>`` options.
     pnr_opts : str
         Extra nextpnr options.
+    dram_config : str
+        With ``storage="sdram"``: the LiteDRAM config in ``hw/boards/dram/`` (:func:`hw.boards.dram.gen.generate`).
     """
 
     name: str
@@ -68,6 +71,7 @@ class BoardSpec:
     frame_timeout_s: float = 0.01
     synth_opts: str = ""
     pnr_opts: str = ""
+    dram_config: str = ""
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
@@ -92,6 +96,13 @@ class BoardSpec:
     @property
     def mem_bytes(self) -> int:
         return self.mem_words * self.engine.rows
+
+    @property
+    def dram_config_path(self):
+        """The LiteDRAM config file (``storage == "sdram"``)."""
+        from pathlib import Path
+
+        return Path(__file__).resolve().parent / "dram" / self.dram_config
 
     @property
     def peak_gops(self) -> float:
@@ -123,8 +134,10 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # 4x8: 32 MACs per cycle (48 MULT18X18D with the requantizer). The 4x32 top (128 MACs, 144 of 156
         # multipliers) fits and places, but nextpnr's router does not converge on it; 2x2 and 4x8 route
         # (docs/BOARDS.md). 45 MHz = 25 x 9/5: routed for 60 MHz it reached 51.5 MHz.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
-        mem_words=16384, storage="bram",    # 32 DP16KD: 64 KiB
+        # Memory: the 32 MB SDR SDRAM through LiteDRAM (issue 11): 2**23 words of 4 bytes; the program stays
+        # on the board and only pictures and answers cross the link.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=23, pool_max_cb=64),
+        mem_words=1 << 23, storage="sdram", dram_config="ulx3s_sdram.yml",
         clk_hz=45_000_000,
         pnr_opts="--router router2"),
     BoardSpec(

@@ -117,12 +117,17 @@ class BoardTop(Elaboratable):
         measures what the rest of the top costs.
 
     LEDs (where the board has them): 0 the engine's ``irq``, 1 a run in
-    progress, 2 link activity.
+    progress, 2 link activity, 3 (a board with DRAM) the DRAM initialised.
     """
 
     def __init__(self, spec: BoardSpec, *, engine=None):
         self.spec = spec
-        self.core = BoardCore(spec, engine=engine)
+        if spec.storage == "sdram":   # the program in the board's DRAM (issue 11)
+            from .ulx3s_dram import DramBoardCore
+
+            self.core = DramBoardCore(spec, engine=engine)
+        else:
+            self.core = BoardCore(spec, engine=engine)
 
     def elaborate(self, platform):
         m = Module()
@@ -144,7 +149,8 @@ class BoardTop(Elaboratable):
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
-        for i, sig in enumerate((core.irq, core.busy, core.link_active)):
+        leds = (core.irq, core.busy, core.link_active) + ((core.dram_ready,) if hasattr(core, "dram_ready") else ())
+        for i, sig in enumerate(leds):
             try:
                 pin = platform.request("led", i, dir="-")
             except ResourceError:   # fewer LEDs on this board

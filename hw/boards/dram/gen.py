@@ -142,6 +142,15 @@ def parse_init_sequence(sdram_phy_h: str) -> list[tuple[str, int, int]]:
     return [tuple(w) for w in writes]
 
 
+def _fix_inout(verilog: Path) -> None:
+    """Declare the data pins ``inout``: LiteX's standalone core declares ``sdram_dq`` an ``input`` although
+    its ``TRELLIS_IO`` buffers drive them (Yosys then cannot connect them to the board's bidirectional pins)."""
+    text = verilog.read_text()
+    fixed = re.sub(r"^(\s*)input(\s+wire\s+(?:\[\d+:0\]\s+)?sdram_dq\b)", r"\1inout\2", text, flags=re.M)
+    if fixed != text:
+        verilog.write_text(fixed)
+
+
 def _parse_csrs(csv_text: str) -> dict[str, int]:
     csrs = {}
     for line in csv_text.splitlines():
@@ -205,6 +214,7 @@ def generate(config: str | os.PathLike = ULX3S_SDRAM_CONFIG, *, sim: bool = Fals
             if not verilog.exists() or "endmodule" not in verilog.read_text()[-2000:]:
                 tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
                 raise DramGenError(f"litedram_gen {config.name} failed (exit {proc.returncode}):\n{tail}")
+            _fix_inout(verilog)
             (directory / "done").write_text(" ".join(cmd) + "\n")
     vtext = verilog.read_text()
     ports = parse_ports(vtext, name)
