@@ -373,6 +373,11 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         "seed": seed, "tools": _versions(env), "shell": shell,
         "command": f"make bitstream BOARD={spec.name}",
     }
+    if spec.storage == "sdram":   # the LiteDRAM controller's share, synthesised alone
+        from .dram.gen import generate
+        from .dram.resources import controller_cells
+
+        report["dram_controller"] = controller_cells(generate(spec.dram_config_path), env)
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if echo:
         print(format_report(report), flush=True)
@@ -392,6 +397,9 @@ def format_report(r: dict) -> str:
         ok = "PASS" if f["achieved_mhz"] >= f["constraint_mhz"] else "FAIL"
         lines.append(f"  clock {clk}: {f['achieved_mhz']:.2f} MHz achieved, target {f['constraint_mhz']:.2f} MHz "
                      f"({ok})")
+    if r.get("dram_controller"):
+        lines.append("  of which the LiteDRAM controller (synthesised alone): "
+                     + ", ".join(f"{k} {v}" for k, v in r["dram_controller"].items() if v))
     lines.append(f"  peak {r['peak_gops']:.2f} GOPS (2 x {r['engine']['macs_per_cycle']} MACs x "
                  f"{r['target_mhz']:g} MHz); built in {r['seconds']['total']:.0f} s")
     if r["error"]:
