@@ -1,0 +1,144 @@
+"""The ULX3S DRAM board core's own blocks in the Amaranth simulator: the init sequencer and the register split.
+
+:class:`DramInitSequencer` against a Wishbone slave model that acknowledges after random delays: every
+write of the core's real init sequence arrives in order with its value, the waits between writes are at
+least the sequence's, and ``status`` goes BUSY -> DONE when ``init_done`` rises, or BUSY -> TIMEOUT exactly
+at the deadline when it never does (and on a write that is never acknowledged). :class:`DramRegisters`:
+``DRAM_INIT`` carries the magic and the sequencer's bits, the hash registers keep what was written and
+read 0 after reset, and every other register goes to (and comes back from) the engine's bus untouched.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from hw.boards.ulx3s_dram import INIT_MAGIC, DramInitSequencer, DramReg, DramRegisters, InitBits, init_status
+from hw.isa import Reg
+
+#: A sequence shaped like the generated core's (tests/test_litedram_sim.py plays the real one on the real core).
+WRITES = [(0x80C, 0, 0), (0x810, 0, 0), (0x800, 14, 40), (0x80C, 1024, 0), (0x804, 11, 0), (0x808, 1, 7),
+          (0x800, 1, 0), (0x000, 1, 0)]
+
+
+def _run_sequencer(writes, *, done_after: int | None, deadline: int, seed: int, never_ack: bool = False,
+                   cycles: int = 2000):
+    dut = DramInitSequencer(writes, deadline=deadline, ack_timeout=32)
+    rng = random.Random(seed)
+    log = {"writes": [], "status": []}
+
+    async def slave(ctx):
+        cycle, done_at = 0, None
+        while cycle < cycles:
+            cyc, stb = ctx.get(dut.wb.cyc), ctx.get(dut.wb.stb)
+            ack = 0
+            if cyc and stb and not never_ack and rng.random() < 0.4:
+                ack = 1
+                log["writes"].append((ctx.get(dut.wb.adr) << 2, ctx.get(dut.wb.dat_w), ctx.get(dut.wb.we),
+                                      ctx.get(dut.wb.sel), cycle))
+                if len(log["writes"]) == len(writes):
+                    done_at = cycle
+            ctx.set(dut.wb.ack, ack)
+            if done_after is not None and done_at is not None and cycle >= done_at + done_after:
+                ctx.set(dut.init_done, 1)
+            log["status"].append((cycle, ctx.get(dut.status)))
+            await ctx.tick()
+            ctx.set(dut.wb.ack, 0)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(slave)
+    sim.run()
+    return dut, log
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sequencer_plays_every_write_in_order_then_done(seed):
+    dut, log = _run_sequencer(WRITES, done_after=25, deadline=500, seed=seed)
+    got = [(a, v) for a, v, _, _, _ in log["writes"]]
+    assert got == [(a, v) for a, v, _ in WRITES], f"writes {got} != {[(a, v) for a, v, _ in WRITES]}"
+    assert all(we == 1 and sel == 0xF for _, _, we, sel, _ in log["writes"])
+    # The wait after each write is at least the sequence's (the chip's power-up and tRP/tRFC delays).
+    times = [c for *_, c in log["writes"]]
+    for i, (_, _, wait) in enumerate(WRITES[:-1]):
+        assert times[i + 1] - times[i] > wait, f"write {i + 1} came {times[i + 1] - times[i]} cycles after " \
+                                               f"write {i}, which needs {wait}"
+    status = [s for _, s in log["status"]]
+    assert status[0] == InitBits.BUSY
+    assert status[-1] == InitBits.DONE, init_status(status[-1] | INIT_MAGIC << 16)
+
+
+def test_sequencer_times_out_when_init_done_never_rises():
+    deadline = 300
+    dut, log = _run_sequencer(WRITES, done_after=None, deadline=deadline, seed=4)
+    assert len(log["writes"]) == len(WRITES)
+    end = log["writes"][-1][4]
+    busy = [c for c, s in log["status"] if s & InitBits.BUSY]
+    timeout = [c for c, s in log["status"] if s & InitBits.TIMEOUT]
+    assert timeout, "TIMEOUT never set"
+    assert log["status"][-1][1] == InitBits.TIMEOUT
+    # BUSY until the deadline after the last write (its wait, the NEXT step, then `deadline` cycles), then TIMEOUT.
+    assert deadline < timeout[0] - end <= deadline + WRITES[-1][2] + 4, (end, timeout[0])
+    assert max(busy) < timeout[0]
+
+
+def test_sequencer_times_out_on_a_write_never_acknowledged():
+    dut, log = _run_sequencer(WRITES, done_after=None, deadline=300, seed=5, never_ack=True, cycles=200)
+    assert log["writes"] == []
+    first = next(c for c, s in log["status"] if s & InitBits.TIMEOUT)
+    assert 32 <= first <= 34 and log["status"][-1][1] == InitBits.TIMEOUT
+
+
+def test_registers_split_between_board_and_engine():
+    dut = DramRegisters()
+    seen = {"engine_writes": [], "engine_reads": []}
+
+    async def engine(ctx):
+        # A register file stand-in: r_data = 0x1000 + address, one cycle after r_stb.
+        async for _clk, _rst, r_stb, w_stb, addr, w_data in ctx.tick().sample(
+                dut.engine.r_stb, dut.engine.w_stb, dut.engine.addr, dut.engine.w_data):
+            if r_stb:
+                seen["engine_reads"].append(addr)
+                ctx.set(dut.engine.r_data, 0x1000 + addr)
+            if w_stb:
+                seen["engine_writes"].append((addr, w_data))
+
+    async def host(ctx):
+        async def read(addr):
+            ctx.set(dut.csr.addr, addr)
+            ctx.set(dut.csr.r_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.csr.r_stb, 0)
+            await ctx.tick()
+            return ctx.get(dut.csr.r_data)
+
+        async def write(addr, value):
+            ctx.set(dut.csr.addr, addr)
+            ctx.set(dut.csr.w_data, value)
+            ctx.set(dut.csr.w_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.csr.w_stb, 0)
+
+        ctx.set(dut.init_status, InitBits.DONE)
+        assert await read(DramReg.DRAM_INIT) == INIT_MAGIC << 16 | InitBits.DONE
+        assert await read(DramReg.PROG_HASH_LO) == 0 and await read(DramReg.PROG_HASH_HI) == 0
+        await write(DramReg.PROG_HASH_LO, 0xDEADBEEF)
+        await write(DramReg.PROG_HASH_HI, 0x01234567)
+        assert await read(DramReg.PROG_HASH_LO) == 0xDEADBEEF
+        assert await read(DramReg.PROG_HASH_HI) == 0x01234567
+        for reg in (Reg.ID, Reg.STATUS, Reg.SCRATCH):
+            assert await read(reg) == 0x1000 + reg
+        await write(Reg.SCRATCH, 77)
+        ctx.set(dut.init_status, InitBits.TIMEOUT)
+        assert await read(DramReg.DRAM_INIT) == INIT_MAGIC << 16 | InitBits.TIMEOUT
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(engine)
+    sim.add_testbench(host)
+    sim.run_until(2e-4)
+    assert seen["engine_writes"] == [(Reg.SCRATCH, 77)], seen
+    assert seen["engine_reads"] == [Reg.ID, Reg.STATUS, Reg.SCRATCH], seen

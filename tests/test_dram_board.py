@@ -1,0 +1,232 @@
+"""The ULX3S board with its SDRAM, whole, in Verilator: the real driver over the simulated UART.
+
+The top is :class:`hw.boards.ulx3s_dram.DramBoardCore` (engine, link, arbiter, DramPort, init sequencer)
+with LiteDRAM's ``--sim`` core (its SDRAM model: refresh, bank timing, the controller's latency),
+built by :class:`sim.link_sim.LinkSimulation`; the host is :class:`sw.backends.serial.SerialBackend`
+and :class:`sw.resident.ResidentSession`, exactly as ``kindling --backend serial`` uses them. The
+simulated UART runs at 4 clock cycles per bit; the link time at the board's 3 Mbaud is computed from
+the byte counts.
+
+* a reduced network (a stem and a Fire module): uploaded once, two pictures bit-exact with the golden
+  model, the second without upload, a second session (a second command) without upload, and per frame
+  only the picture and the outputs on the link (byte counts printed);
+* a board reset between frames: the hash reads 0, the program is uploaded again, the frame is exact;
+* a program larger than the DRAM: refused before any memory write;
+* a DRAM that never finishes initialising (the sequence's last write left out, a short deadline): a
+  clear error from ``DRAM_INIT``, within the host's absolute deadline;
+* ``slow``: SqueezeNet 1.1 uploaded once and run on two photographs, bit-exact, the second without upload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.boards import BOARDS
+from hw.boards.ulx3s_dram import DramReg, InitBits
+from hw.link import protocol as P
+from quant import golden
+from sw.compiler import compile_graph
+from sw.driver import Driver
+
+from .nets import fire_network
+
+pytestmark = pytest.mark.verilator
+
+BOARD = "ulx3s-85f"
+SPEC = BOARDS[BOARD]
+DIVISOR = 4
+TIMEOUT = 2.0
+WAIT_CYCLES = 20_000
+#: Bytes of link protocol around a frame's payloads: SYNC, headers and CRCs of each request and answer.
+PER_FRAME = 2 * (P.FRAME_OVERHEAD + P.CRC_BYTES)
+
+
+def _need_litedram():
+    if shutil.which("litedram_gen") is None and not (Path(sys.executable).parent / "litedram_gen").exists():
+        pytest.skip("litedram_gen not installed (pip install -e '.[dram]')")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    _need_litedram()
+    from sim.link_sim import LinkSimulation
+
+    s = LinkSimulation(BOARD, divisor=DIVISOR)
+    yield s
+    s.close()
+
+
+def backend(port):
+    from sw.backends.serial import SerialBackend
+
+    return SerialBackend(port, None, timeout=TIMEOUT, wait_cycles=WAIT_CYCLES)
+
+
+@pytest.fixture(scope="module")
+def block():
+    qgraph, x1 = fire_network(seed=3)
+    x2 = np.random.default_rng(5).integers(-128, 128, x1.shape).astype(np.int8)
+    return qgraph, [x1, x2], [golden.run(qgraph, x) for x in (x1, x2)]
+
+
+def assert_exact(inf, ref, what):
+    for name, got in inf.tensors.items():
+        bad = np.argwhere(got != ref[name])
+        first = [(tuple(b), int(got[tuple(b)]), int(ref[name][tuple(b)])) for b in bad[:5]]
+        assert not len(bad), (f"{what}: {name}: {len(bad)} values differ from the golden model, first (index, "
+                              f"engine, golden) {first}")
+
+
+def frame_payload(program, x):
+    """(picture bytes, output bytes) of one frame: the least that must cross the link."""
+    (inp,) = program.inputs
+    _, words, _ = program.pack_tensor(inp, np.asarray(x).reshape(program.qgraph.tensors[inp].shape))
+    out = 0
+    for name in program.outputs:
+        v = program.views[name]
+        out += v.h * v.w * math.ceil(program.qgraph.tensors[name].shape[0] / program.config.rows)
+    return words.size, out * program.config.rows
+
+
+def link_seconds(nbytes: int, baud: int = SPEC.baud) -> float:
+    return 10 * nbytes / baud
+
+
+def test_program_uploaded_once_then_pictures_only(sim, block):
+    from sw.resident import ResidentSession, fps_estimate
+
+    qgraph, xs, refs = block
+    be = backend(sim.port)
+    program = compile_graph(qgraph, be.config)
+    be.write_reg(DramReg.PROG_HASH_LO, 0)     # whatever an earlier test left: this one uploads
+    c0, b0 = sim.cycles(), be.stats.bytes_out
+    s1 = ResidentSession(program, Driver(be, be.config))
+    up_cycles, up_bytes = sim.cycles() - c0, be.stats.bytes_out - b0
+    assert s1.uploads == 1 and s1.upload_bytes > 0
+    assert s1.board_hash() == s1.hash
+    frames = []
+    for i, (x, ref) in enumerate(zip(xs, refs, strict=True)):
+        c0 = sim.cycles()
+        inf, fr = s1.frame(x)
+        assert_exact(inf, ref, f"frame {i + 1}")
+        assert not fr.uploaded
+        frames.append((fr, sim.cycles() - c0))
+    # A second command on the same board: the hash matches, nothing is uploaded.
+    be2 = backend(sim.port)
+    s2 = ResidentSession(program, Driver(be2, be2.config))
+    assert s2.uploads == 0
+    inf, fr3 = s2.frame(xs[1])
+    assert_exact(inf, refs[1], "second session")
+    pic, out = frame_payload(program, xs[0])
+    print(f"\nupload: {s1.upload_bytes:,} B of program, {up_bytes:,} B on the link, {up_cycles:,} simulated cycles "
+          f"({link_seconds(up_bytes):.3f} s at 3 Mbaud)")
+    for i, (fr, cyc) in enumerate(frames):
+        est = fps_estimate(program, cycles=fr.cycles, link_bytes=fr.bytes, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
+        print(f"frame {i + 1}: {fr.bytes_out:,} B out (picture {pic:,} B), {fr.bytes_in:,} B in (outputs {out:,} B); "
+              f"engine {fr.cycles:,} cycles, {cyc:,} simulated cycles with the UART at divisor {DIVISOR}; "
+              f"at 3 Mbaud the link takes {link_seconds(fr.bytes) * 1e3:.2f} ms; {est.summary()}")
+    for fr, _ in frames + [(fr3, 0)]:
+        n_frames_bound = 16 + math.ceil(pic / P.MAX_PAYLOAD) + math.ceil(out / P.MAX_PAYLOAD)
+        assert pic <= fr.bytes_out <= pic + PER_FRAME * n_frames_bound, (fr, pic)
+        assert out <= fr.bytes_in <= out + PER_FRAME * n_frames_bound + 4 * n_frames_bound, (fr, out)
+    assert be.stats.retries == 0 and be2.stats.retries == 0, be.report()
+
+
+def test_board_reset_between_frames_uploads_again(sim, block):
+    from sw.resident import ResidentSession
+
+    qgraph, xs, refs = block
+    be = backend(sim.port)
+    program = compile_graph(qgraph, be.config)
+    session = ResidentSession(program, Driver(be, be.config))
+    inf, fr = session.frame(xs[0])
+    assert_exact(inf, refs[0], "before the reset")
+    before = session.uploads
+    sim.reset_board()
+    assert session.board_hash() == 0, "the reset did not clear PROG_HASH"
+    inf, fr = session.frame(xs[1])
+    assert fr.uploaded and session.uploads == before + 1
+    assert_exact(inf, refs[1], "after the reset")
+    inf, fr = session.frame(xs[0])
+    assert not fr.uploaded
+    assert_exact(inf, refs[0], "the frame after")
+
+
+def test_program_larger_than_the_dram_refused_before_upload(sim, block):
+    from sw.resident import ProgramTooLarge, ResidentSession
+
+    qgraph, _, _ = block
+    be = backend(sim.port)
+    program = compile_graph(qgraph, be.config)
+    big = dataclasses.replace(program, mem_words=be.mem_words + 1)
+    b0, f0 = be.stats.bytes_out, be.stats.frames
+    with pytest.raises(ProgramTooLarge, match=r"needs 8,388,609 words \(32\.0 MB\), the board's DRAM holds "
+                                              r"8,388,608 \(32\.0 MB\): not uploaded"):
+        ResidentSession(big, Driver(be, be.config))
+    # Only register reads went out (identification, DRAM_INIT): no memory write.
+    assert be.stats.bytes_out - b0 == P.FRAME_OVERHEAD * (be.stats.frames - f0)
+
+
+def test_dram_that_never_initialises_gives_a_clear_error():
+    _need_litedram()
+    from hw.boards.dram.gen import generate
+    from sim.link_sim import LinkSimulation
+    from sw.resident import DramInitError, ResidentSession
+
+    writes = generate(SPEC.dram_config_path, sim=True).init_writes
+    assert writes[-1][0] == "ddrctrl_init_done"
+    # The sequence without its last write (ddrctrl_init_done = 1): init_done never rises.
+    with LinkSimulation(BOARD, divisor=DIVISOR, top_options={"init_writes": writes[:-1],
+                                                             "init_deadline": 5_000}) as broken:
+        be = backend(broken.port)
+        qgraph, _ = fire_network(seed=3)
+        program = compile_graph(qgraph, be.config)
+        t0 = time.monotonic()
+        with pytest.raises(DramInitError) as err:
+            ResidentSession(program, Driver(be, be.config), init_timeout=60.0)
+        wall = time.monotonic() - t0
+        print(f"\n{err.value} ({wall:.1f} s)")
+        assert f"DRAM_INIT={(0xD7A3 << 16) | InitBits.TIMEOUT:#010x} (TIMEOUT)" in str(err.value)
+        assert wall < 60.0
+        assert be.read_reg(DramReg.DRAM_INIT) & InitBits.DONE == 0
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_imagenet):
+    import torch
+
+    from sw.resident import ResidentSession, fps_estimate
+    from sw.shared import imagenet_preprocess, shared_dir
+
+    qg = q_squeezenet_imagenet
+    be = backend(sim.port)
+    program = compile_graph(qg, be.config)
+    torch.set_num_threads(1)
+    be.write_reg(DramReg.PROG_HASH_LO, 0)
+    t0, c0 = time.monotonic(), sim.cycles()
+    session = ResidentSession(program, Driver(be, be.config))
+    print(f"\nSqueezeNet 1.1 upload: {session.upload_bytes:,} B of program, {be.stats.bytes_out:,} B on the link, "
+          f"{sim.cycles() - c0:,} simulated cycles, wall {time.monotonic() - t0:.0f} s")
+    assert session.uploads == 1
+    for name in ("coco_cat.jpg", "coco_dog.jpg"):
+        x_q = golden.quantize_input(imagenet_preprocess(shared_dir() / "images" / name), qg.qparams(qg.inputs[0]))
+        ref = golden.run(qg, x_q)
+        t0, c0 = time.monotonic(), sim.cycles()
+        inf, fr = session.frame(x_q, timeout=7200)
+        assert_exact(inf, ref, name)
+        assert not fr.uploaded and session.uploads == 1
+        pic, out = frame_payload(program, x_q)
+        est = fps_estimate(program, cycles=fr.cycles, link_bytes=fr.bytes, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
+        print(f"{name}: {fr.bytes_out:,} B out (picture {pic:,}), {fr.bytes_in:,} B in (logits {out:,}); engine "
+              f"{fr.cycles:,} cycles (refresh and DRAM latency included), {sim.cycles() - c0:,} simulated cycles "
+              f"with the UART at divisor {DIVISOR}, wall {time.monotonic() - t0:.0f} s; {est.summary()}")
+        assert fr.bytes_out <= pic + 2048 and fr.bytes_in <= out + 2048
