@@ -135,8 +135,11 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # multipliers) fits and places, but nextpnr's router does not converge on it; 2x2 and 4x8 route
         # (docs/BOARDS.md). 45 MHz = 25 x 9/5: routed for 60 MHz it reached 51.5 MHz.
         # Memory: the 32 MB SDR SDRAM through LiteDRAM (issue 11): 2**23 words of 4 bytes; the program stays
-        # on the board and only pictures and answers cross the link.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=23, pool_max_cb=64),
+        # on the board and only pictures and answers cross the link. The block RAM the on-chip memory used
+        # goes to a 4x deeper activation buffer (8192 words, 32 KiB): RFSong-779's 300-pixel rows need
+        # 7200 words, and SqueezeNet 1.1's larger bands cut its commands 288 -> 96 and its DRAM traffic
+        # 16.0 -> 13.5 MB a frame.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=8192, acc_depth=256, mem_addr_bits=23, pool_max_cb=64),
         mem_words=1 << 23, storage="sdram", dram_config="ulx3s_sdram.yml",
         clk_hz=45_000_000,
         pnr_opts="--router router2"),
