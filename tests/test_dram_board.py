@@ -199,6 +199,34 @@ def test_dram_that_never_initialises_gives_a_clear_error():
         assert be.read_reg(DramReg.DRAM_INIT) & InitBits.DONE == 0
 
 
+def test_runner_on_the_dram_board_prints_fps(sim, block):
+    """``kindling --backend serial``'s path: the Runner sees the DRAM, compiles for the board, keeps the program
+    there, runs a frame in one go (outputs only, exact), and has the fps estimate the command line prints."""
+    import torch
+
+    from sw.networks import Runner
+    from sw.resident import ResidentSession
+
+    qgraph, _, _ = block
+    x = torch.rand((1, *qgraph.tensors[qgraph.inputs[0]].shape), generator=torch.Generator().manual_seed(9))
+    runner = Runner("squeezenet", "serial", port=sim.port, qgraph=qgraph, progress=False,
+                    serial_options={"timeout": TIMEOUT, "wait_cycles": WAIT_CYCLES})
+    with runner:
+        assert isinstance(runner.session, ResidentSession) and runner.config == SPEC.engine
+        res = runner.run_float(x)
+        again = runner.run_float(x)
+    assert res.run.exact and all(res.run.exact.values()), res.run.first_mismatch
+    assert set(res.run.exact) == set(runner.program.outputs)
+    assert res.run.cycles > 0 and res.run.profile is None
+    assert not again.extra["frame"].uploaded and again.extra["uploads"] == res.extra["uploads"]
+    est = again.extra["fps"]
+    assert est.clk_hz == SPEC.clk_hz and est.baud == SPEC.baud and est.link_bytes == again.extra["frame"].bytes
+    engine_s = max(est.cycles / est.clk_hz, est.dram_bytes / (est.dram_bytes_per_cycle * est.clk_hz))
+    assert est.fps == pytest.approx(1 / (engine_s + 10 * est.link_bytes / est.baud))
+    assert est.fps <= min(est.fps_compute, est.fps_link)
+    print(f"\n{est.summary()}")
+
+
 @pytest.mark.slow
 @pytest.mark.shared
 def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_imagenet):
