@@ -21,13 +21,14 @@ import time
 import numpy as np
 
 from hw.boards.ulx3s_dram import INIT_MAGIC, DramReg, InitBits, init_status
+from hw.link import protocol as P
 from sw.compiler import Program
 from sw.driver import Driver
 from sw.runtime import Inference, Session
 from sw.transport import Transport, TransportError
 
 __all__ = ["DramInitError", "ProgramTooLarge", "program_hash", "has_dram", "wait_dram_init", "ResidentSession",
-           "FrameStats", "FpsEstimate", "fps_estimate", "DRAM_BYTES_PER_CYCLE"]
+           "FrameStats", "FpsEstimate", "fps_estimate", "frame_wire_bytes", "DRAM_BYTES_PER_CYCLE"]
 
 #: Measured sequential bandwidth of the ULX3S SDRAM through LiteDRAM (tests/test_litedram_sim.py: 4096
 #: 16-bit words read in 4269 cycles, refresh included): bytes per clock cycle.
@@ -242,3 +243,27 @@ def fps_estimate(program: Program, *, cycles: int, link_bytes: int, clk_hz: floa
     dram = sum(s.read_bytes + s.write_bytes for s in program.steps)
     return FpsEstimate(clk_hz=clk_hz, cycles=cycles, dram_bytes=dram, link_bytes=link_bytes, baud=baud,
                        dram_bytes_per_cycle=dram_bytes_per_cycle)
+
+
+def frame_wire_bytes(program: Program, *, waits: int = 1) -> tuple[int, int]:
+    """(host to board, board to host) bytes on the wire of one :meth:`ResidentSession.frame` without upload.
+
+    The requests, in order: the hash (one ``READ_REG`` of two registers), the picture (``WRITE_MEM`` in
+    :data:`~hw.link.protocol.MAX_PAYLOAD` chunks), ``CTRL``/``CMD_ADDR``/``CMD_COUNT``/``CTRL`` writes,
+    ``waits`` ``WAIT`` requests, ``CYCLES`` and ``ACTIVE``, each output (``READ_MEM`` chunks). Every answer
+    without error or resend. The full-system test checks this model against the bytes measured.
+    """
+    R = program.config.rows
+    reqs = [(P.Op.READ_REG, 8)]
+    (inp,) = program.inputs
+    v = program.views[inp]
+    reqs += _chunks(P.Op.WRITE_MEM, v.h * v.w * v.cb(R) * R)
+    reqs += [(P.Op.WRITE_REG, 4)] * 4 + [(P.Op.WAIT, 0)] * waits + [(P.Op.READ_REG, 4)] * 2
+    for name in program.outputs:
+        o = program.views[name]
+        reqs += _chunks(P.Op.READ_MEM, ((o.h * o.w - 1) * o.pix + o.cb(R)) * R)
+    return (sum(P.request_wire_bytes(op, n) for op, n in reqs), sum(P.answer_wire_bytes(op, n) for op, n in reqs))
+
+
+def _chunks(op: P.Op, nbytes: int) -> list:
+    return [(op, min(P.MAX_PAYLOAD, nbytes - off)) for off in range(0, nbytes, P.MAX_PAYLOAD)]

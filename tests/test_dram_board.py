@@ -101,7 +101,7 @@ def link_seconds(nbytes: int, baud: int = SPEC.baud) -> float:
 
 
 def test_program_uploaded_once_then_pictures_only(sim, block):
-    from sw.resident import ResidentSession, fps_estimate
+    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes
 
     qgraph, xs, refs = block
     be = backend(sim.port)
@@ -134,6 +134,11 @@ def test_program_uploaded_once_then_pictures_only(sim, block):
               f"engine {fr.cycles:,} cycles, {cyc:,} simulated cycles with the UART at divisor {DIVISOR}; "
               f"at 3 Mbaud the link takes {link_seconds(fr.bytes) * 1e3:.2f} ms; {est.summary()}")
     for fr, _ in frames + [(fr3, 0)]:
+        # The byte model of a frame (sw.resident.frame_wire_bytes) is exact: the WAITs are the only free term.
+        out0, in0 = frame_wire_bytes(program, waits=0)
+        waits, rest = divmod(fr.bytes_in - in0, P.answer_wire_bytes(P.Op.WAIT, 0))
+        assert rest == 0 and waits >= 1 and (fr.bytes_out, fr.bytes_in) == frame_wire_bytes(program, waits=waits), \
+            (fr, out0, in0)
         n_frames_bound = 16 + math.ceil(pic / P.MAX_PAYLOAD) + math.ceil(out / P.MAX_PAYLOAD)
         assert pic <= fr.bytes_out <= pic + PER_FRAME * n_frames_bound, (fr, pic)
         assert out <= fr.bytes_in <= out + PER_FRAME * n_frames_bound + 4 * n_frames_bound, (fr, out)
