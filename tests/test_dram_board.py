@@ -237,7 +237,7 @@ def test_runner_on_the_dram_board_prints_fps(sim, block):
 def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_imagenet):
     import torch
 
-    from sw.resident import ResidentSession, fps_estimate
+    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes
     from sw.shared import imagenet_preprocess, shared_dir
 
     qg = q_squeezenet_imagenet
@@ -258,8 +258,15 @@ def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_image
         assert_exact(inf, ref, name)
         assert not fr.uploaded and session.uploads == 1
         pic, out = frame_payload(program, x_q)
-        est = fps_estimate(program, cycles=fr.cycles, link_bytes=fr.bytes, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
-        print(f"{name}: {fr.bytes_out:,} B out (picture {pic:,}), {fr.bytes_in:,} B in (logits {out:,}); engine "
-              f"{fr.cycles:,} cycles (refresh and DRAM latency included), {sim.cycles() - c0:,} simulated cycles "
-              f"with the UART at divisor {DIVISOR}, wall {time.monotonic() - t0:.0f} s; {est.summary()}")
-        assert fr.bytes_out <= pic + 2048 and fr.bytes_in <= out + 2048
+        # Exactly the picture, the logits and the protocol's frames (sw.resident.frame_wire_bytes); the WAITs are
+        # the simulation's (every WAIT_CYCLES cycles: the host's deadlines are in wall seconds); a board's
+        # WAIT lasts 50 ms, so its frame has cycles / 2.25 M of them.
+        _, in0 = frame_wire_bytes(program, waits=0)
+        waits, rest = divmod(fr.bytes_in - in0, P.answer_wire_bytes(P.Op.WAIT, 0))
+        assert rest == 0 and (fr.bytes_out, fr.bytes_in) == frame_wire_bytes(program, waits=waits), fr
+        board = sum(frame_wire_bytes(program, waits=math.ceil(fr.cycles / (0.05 * SPEC.clk_hz))))
+        est = fps_estimate(program, cycles=fr.cycles, link_bytes=board, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
+        print(f"{name}: {fr.bytes_out:,} B out (picture {pic:,}), {fr.bytes_in:,} B in (logits {out:,}), {waits} WAITs; "
+              f"engine {fr.cycles:,} cycles (refresh and DRAM latency included), {sim.cycles() - c0:,} simulated "
+              f"cycles with the UART at divisor {DIVISOR}, wall {time.monotonic() - t0:.0f} s; on the board "
+              f"{board:,} B a frame; {est.summary()}")
