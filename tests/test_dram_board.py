@@ -268,5 +268,5 @@ def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_image
         est = fps_estimate(program, cycles=fr.cycles, link_bytes=board, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
         print(f"{name}: {fr.bytes_out:,} B out (picture {pic:,}), {fr.bytes_in:,} B in (logits {out:,}), "
               f"{waits} WAITs; engine {fr.cycles:,} cycles (refresh and DRAM latency included), "
-              f"{sim.cycles() - c0:,} simulated cycles with the UART at divisor {DIVISOR}, wall {time.monotonic() - t0:.0f} s; on the board "
-              f"{board:,} B a frame; {est.summary()}")
+              f"{sim.cycles() - c0:,} simulated cycles with the UART at divisor {DIVISOR}, "
+              f"wall {time.monotonic() - t0:.0f} s; on the board {board:,} B a frame; {est.summary()}")
