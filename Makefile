@@ -40,10 +40,10 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 sim: $(STAMP)
-	$(PY) -m sim.run_fire --rows $(ROWS) --cols $(COLS)
+	$(PY) -m tools.run_fire --rows $(ROWS) --cols $(COLS)
 
 bench: $(STAMP)
-	$(PY) -m sim.bench --rows $(ROWS) --cols $(COLS)
+	$(PY) -m tools.bench --rows $(ROWS) --cols $(COLS)
 
 bitstream: $(STAMP)
 	$(PY) -m hw.boards.build $(BOARD)

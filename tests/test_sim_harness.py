@@ -535,9 +535,9 @@ def backend():
         setup_verilator_env()
     except BuildError as exc:
         pytest.skip(f"Verilator is not installed: {exc}")
-    from sw.backends.verilator import VerilatorBackend
+    from sw.backends import open_backend
 
-    with VerilatorBackend(CopyEngine, VCFG, mem_words=VMEM_WORDS, latency=VLATENCY) as be:
+    with open_backend("verilator", top_factory=CopyEngine, config=VCFG, mem_words=VMEM_WORDS, latency=VLATENCY) as be:
         yield be
         print(be.report())
 

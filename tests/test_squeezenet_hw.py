@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.verilator, pytest.mark.shared]
 @pytest.fixture(scope="module")
 def fire_session(q_squeezenet_imagenet):
     from hw.engine import Engine
-    from sw.backends.verilator import VerilatorBackend
+    from sim.verilator_backend import VerilatorBackend
     from sw.compiler import compile_graph
     from sw.driver import Driver
     from sw.runtime import Session
