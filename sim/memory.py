@@ -84,6 +84,11 @@ def xorshift32(x: int) -> int:
     return x
 
 
+def _read_only(name: str, doc: str) -> property:
+    """A read-only property returning the constructor's checked parameter ``_<name>``."""
+    return property(lambda self: getattr(self, "_" + name), doc=doc)
+
+
 def _is_pow2(n: int) -> bool:
     return isinstance(n, int) and n > 0 and n & (n - 1) == 0
 
@@ -203,46 +208,19 @@ class SimMemory(wiring.Component):
 
     # Read-only parameters -------------------------------------------------------------------
 
-    @property
-    def word_bytes(self) -> int:
-        return self._word_bytes
-
-    @property
-    def addr_bits(self) -> int:
-        return self._addr_bits
-
-    @property
-    def mem_words(self) -> int:
-        return self._mem_words
-
-    @property
-    def latency(self) -> int:
-        """Cycles from a read's acceptance to its answer on ``rsp`` (no stalls)."""
-        return self._latency
-
-    @property
-    def max_outstanding(self) -> int:
-        return self._max_outstanding
-
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @property
-    def row_bytes(self) -> int:
-        return self._row_bytes
-
-    @property
-    def words_per_row(self) -> int:
-        return self._words_per_row
+    word_bytes = _read_only("word_bytes", "Bytes of a memory word (the bus's width).")
+    addr_bits = _read_only("addr_bits", "Width of the bus's word address.")
+    mem_words = _read_only("mem_words", "Words of storage.")
+    latency = _read_only("latency", "Cycles from a read's acceptance to its answer on ``rsp`` (no stalls).")
+    max_outstanding = _read_only("max_outstanding", "Reads accepted and not yet answered, at most.")
+    seed = _read_only("seed", "Seed of the stall generator after reset.")
+    row_bytes = _read_only("row_bytes", "Bytes of a storage row (the backdoor's unit).")
+    words_per_row = _read_only("words_per_row", "Words in a storage row.")
+    storage = _read_only("storage", "``amaranth`` (a MemoryData) or ``verilog`` (a plain array, for Verilator).")
 
     @property
     def n_rows(self) -> int:
         return self._mem_words // self._words_per_row
-
-    @property
-    def storage(self) -> str:
-        return self._storage
 
     @property
     def memory_path(self) -> tuple[str, ...]:

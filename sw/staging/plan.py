@@ -136,13 +136,14 @@ class StagingPlan:
     count: int
 
     @property
-    def units(self) -> int:
-        return sum(g.count for g in self.groups)
-
-    @property
     def slices(self) -> int:
         """Units beyond one per step (slices of steps too big for the board)."""
         return self.units - self.count
+
+    @property
+    def units(self) -> int:
+        """Units in all groups (one a step, more for a step cut into slices)."""
+        return sum(g.count for g in self.groups)
 
 
 def _layout(units: list[Unit], cfg: EngineConfig, profile: bool):
