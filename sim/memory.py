@@ -320,21 +320,7 @@ class SimMemory(wiring.Component):
         lane_bits = (wpr - 1).bit_length()
         req, rsp = self.bus.req, self.bus.rsp
 
-        # Stall generator: xorshift32, one step per cycle.
-        rng = Signal(32, init=self._seed)
-        x1 = rng ^ (rng << 13)[:32]
-        x2 = x1 ^ (x1 >> 17)
-        x3 = x2 ^ (x2 << 5)[:32]
-        with m.If(self.stall.load):
-            m.d.sync += rng.eq(Mux(self.stall.seed == 0, 1, self.stall.seed))
-        with m.Else():
-            m.d.sync += rng.eq(x3[:32])
-        hold_req = Signal()
-        hold_rsp = Signal()
-        m.d.comb += [
-            hold_req.eq(self.stall.block | (rng[0:8] < self.stall.req)),
-            hold_rsp.eq(self.stall.block | (rng[8:16] < self.stall.rsp)),
-        ]
+        hold_req, hold_rsp = self._stall_generator(m)
 
         # Request side.
         outstanding = Signal(range(self._max_outstanding + 1))
@@ -421,12 +407,32 @@ class SimMemory(wiring.Component):
         with m.Elif(~is_read & popped):
             m.d.sync += outstanding.eq(outstanding - 1)
 
-        # Status.
+        self._status(m, accept=accept, in_range=in_range, addr=addr, is_read=is_read, is_write=is_write)
+        return m
+
+    def _stall_generator(self, m: Module) -> tuple[Signal, Signal]:
+        """xorshift32, one step per cycle: ``(hold_req, hold_rsp)`` for this cycle."""
+        rng = Signal(32, init=self._seed)
+        x1 = rng ^ (rng << 13)[:32]
+        x2 = x1 ^ (x1 >> 17)
+        x3 = x2 ^ (x2 << 5)[:32]
+        with m.If(self.stall.load):
+            m.d.sync += rng.eq(Mux(self.stall.seed == 0, 1, self.stall.seed))
+        with m.Else():
+            m.d.sync += rng.eq(x3[:32])
+        hold_req = Signal()
+        hold_rsp = Signal()
+        m.d.comb += [
+            hold_req.eq(self.stall.block | (rng[0:8] < self.stall.req)),
+            hold_rsp.eq(self.stall.block | (rng[8:16] < self.stall.rsp)),
+        ]
+        return hold_req, hold_rsp
+
+    def _status(self, m: Module, *, accept, in_range, addr, is_read, is_write) -> None:
+        """The ``info`` port: the first out-of-range access, and the reads and writes counted."""
         with m.If(accept & ~in_range & ~self.info.fault):
             m.d.sync += [self.info.fault.eq(1), self.info.fault_addr.eq(addr)]
         with m.If(is_read):
             m.d.sync += self.info.reads.eq(self.info.reads + 1)
         with m.If(is_write):
             m.d.sync += self.info.writes.eq(self.info.writes + 1)
-
-        return m
