@@ -29,9 +29,10 @@ def stalling_memory(port, mem: dict, rng=None, *, p_ready: float = 1.0, p_answer
                     log.append((addr, write, wdata))
                 if write:
                     mem[addr] = wdata
-                else:
-                    assert addr in mem, f"read of address {addr}, which the test did not lay out"
+                elif addr in mem:
                     pending.append(mem[addr])
+                else:
+                    raise AssertionError(f"read of address {addr}, which the test did not lay out")
             if rsp_valid and rsp_ready:
                 pending.pop(0)
             req_ready = chance(p_ready)
