@@ -28,9 +28,22 @@ def _pack(lanes) -> int:
     return sum((int(v) & 0xFF) << (8 * k) for k, v in enumerate(lanes))
 
 
-def _start(ctx, dut, op: dict):
+async def _run_op(ctx, dut, op: dict, what):
+    """Start ``op``, wait (with a deadline) until the unit is idle, then 4 more cycles: nothing more may come out.
+
+    ``what()`` says how far it got, for the deadline's message.
+    """
     ctx.set(dut.op, op)
     ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    for _ in range(DEADLINE):
+        await ctx.tick()
+        if not ctx.get(dut.busy):
+            break
+    else:
+        raise AssertionError(f"{type(dut).__name__} still busy after {DEADLINE} cycles ({what()})")
+    await ctx.tick().repeat(4)
 
 
 def _run(dut, buffer: dict, bench, consumer):
@@ -69,17 +82,8 @@ def test_store_unit_copies_every_word_to_its_address(n_pix, cb, dst_pix, p_credi
     prev_ready = [False]
 
     async def bench(ctx):
-        _start(ctx, dut, {"src": src, "n_pix": n_pix, "cb": cb, "dst": dst, "dst_pix": dst_pix})
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for _ in range(DEADLINE):
-            await ctx.tick()
-            if not ctx.get(dut.busy):
-                break
-        else:
-            raise AssertionError(f"store unit still busy after {DEADLINE} cycles ({len(got)} of "
-                                 f"{len(expected)} words out)")
-        await ctx.tick().repeat(4)    # nothing more may come out
+        await _run_op(ctx, dut, {"src": src, "n_pix": n_pix, "cb": cb, "dst": dst, "dst_pix": dst_pix},
+                      lambda: f"{len(got)} of {len(expected)} words out")
 
     _run(dut, buffer, bench, consumer)
     assert not late, f"words presented without a credit the cycle before: indices {late[:5]}"
@@ -121,17 +125,8 @@ def test_gap_unit_sums_each_channel_block(n_pix, cb, zp_in, p_credit):
             ctx.set(dut.rq.ready, ready)
 
     async def bench(ctx):
-        _start(ctx, dut, {"src": src, "n_pix": n_pix, "cb": cb, "dst": dst, "m0": m0, "shift": shift,
-                          "zp_in": zp_in, "zp_out": zp_out})
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for _ in range(DEADLINE):
-            await ctx.tick()
-            if not ctx.get(dut.busy):
-                break
-        else:
-            raise AssertionError(f"average pool still busy after {DEADLINE} cycles ({len(got)} of {cb} out)")
-        await ctx.tick().repeat(4)
+        await _run_op(ctx, dut, {"src": src, "n_pix": n_pix, "cb": cb, "dst": dst, "m0": m0, "shift": shift,
+                                 "zp_in": zp_in, "zp_out": zp_out}, lambda: f"{len(got)} of {cb} vectors out")
 
     _run(dut, buffer, bench, consumer)
     assert not no_credit, f"vectors presented without credit: {no_credit[:5]}"
