@@ -83,7 +83,11 @@ def _check_against_reference(bench, out_shape, expect, machine):
     R = bench.config.rows
     n = out_h * out_w * cdiv(cout, R)
     got = unpack_activation(machine.mem[DST:DST + n], cout, out_h, out_w, R)
-    assert np.array_equal(got, expect), f"golden machine disagrees with the loop reference: {(got != expect).sum()}"
+    bad = np.argwhere(got != expect)
+    assert not len(bad), (f"golden machine disagrees with the loop reference on {len(bad)} of {got.size} outputs; "
+                          "first (channel, y, x): golden machine, loop reference: "
+                          + ", ".join(f"{tuple(int(v) for v in b)}: {got[tuple(b)]}, {expect[tuple(b)]}"
+                                      for b in bad[:8]))
 
 
 CONV_CASES = [
