@@ -626,7 +626,8 @@ def test_verilator_copy_image(be, stalls):
     else:
         assert cycles > 2 * count * (1 + stalls[0] / 2), f"stalls {stalls} barely slowed the copy ({cycles})"
         assert stalled > count * stalls[0], f"stalls {stalls}: only {stalled} stalled cycles for {count} words"
-    print(f"stalls {stalls}: 4 MB backdoor load {load_s:.2f} s, {count} words copied in {cycles} cycles; "
+    print(f"stalls {stalls}: 4 MB backdoor load {load_s:.2f} s, {count} words copied in {cycles} cycles "
+          f"({stalled} memory cycles stalled); "
           f"{be.report()}")
 
 

@@ -126,12 +126,19 @@ def test_conv_under_memory_stalls(bench, stalls):
     writes, cmd, shape, expect = conv_case(bench.config, rng, cin=10, cout=20, h=9, w=10, k=3, stride=1, pad=1,
                                            pool=(3, False))
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
+    stalled = [bench.vl.mem_info()["stalled"]]
     sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=stalls)
     _check_against_reference(bench, shape, expect, machine)
+    stalled.append(bench.vl.mem_info()["stalled"])
     free, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=0.0)
     _check_against_reference(bench, shape, expect, machine)
-    # The stalls must have happened: the stalled run takes longer than the stall-free one.
+    stalled.append(bench.vl.mem_info()["stalled"])
+    # The stalls must have happened: counted by the memory, and the stalled run takes longer than the stall-free one.
+    held, free_held = stalled[1] - stalled[0], stalled[2] - stalled[1]
+    assert held > 0 and free_held == 0, f"stalls {stalls}: {held} stalled memory cycles, {free_held} without stalls"
     assert sim.cycles > free.cycles > 0, f"stalls {stalls}: {sim.cycles} cycles vs {free.cycles} without stalls"
+    print(f"{bench.config.rows}x{bench.config.cols} stalls {stalls:.0%}: {sim.cycles} cycles ({held} memory cycles "
+          f"stalled) vs {free.cycles} stall-free")
 
 
 def fire_case(cfg, rng, *, cin, sq, e1, e3, h, w, bands):
