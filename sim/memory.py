@@ -40,6 +40,9 @@ Faults
     and records the address in ``info.fault_addr`` (first fault only); such a
     write is dropped and such a read answers zero. ``info.reads`` and
     ``info.writes`` count accepted requests (wrapping at 2**32).
+    ``info.stalled`` counts the cycles in which a stall (random or
+    ``stall.block``) withheld a request the port offered or held back an
+    answer that was ready: the proof that a stall test's stalls happened.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def MemInfoSignature(addr_bits: int) -> wiring.Signature:
         "fault_addr": Out(addr_bits),
         "reads": Out(32),
         "writes": Out(32),
+        "stalled": Out(32),
     })
 
 
@@ -406,6 +410,11 @@ class SimMemory(wiring.Component):
             m.d.sync += outstanding.eq(outstanding + 1)
         with m.Elif(~is_read & popped):
             m.d.sync += outstanding.eq(outstanding - 1)
+
+        req_stalled = req.valid & hold_req & (outstanding < self._max_outstanding)
+        rsp_stalled = answers.r_rdy & ~presenting & hold_rsp
+        with m.If(req_stalled | rsp_stalled):
+            m.d.sync += self.info.stalled.eq(self.info.stalled + 1)
 
         self._status(m, accept=accept, in_range=in_range, addr=addr, is_read=is_read, is_write=is_write)
         return m

@@ -279,7 +279,8 @@ class _Server:
     def mem_info(self) -> dict:
         d = self.dut
         return {"fault": int(d.mem_info__fault.value), "fault_addr": int(d.mem_info__fault_addr.value),
-                "reads": int(d.mem_info__reads.value), "writes": int(d.mem_info__writes.value)}
+                "reads": int(d.mem_info__reads.value), "writes": int(d.mem_info__writes.value),
+                "stalled": int(d.mem_info__stalled.value)}
 
     # main loop -----------------------------------------------------------------------------
 

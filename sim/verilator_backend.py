@@ -274,7 +274,10 @@ class VerilatorBackend(Transport):
         self._call("reset", cycles=int(cycles))
 
     def mem_info(self) -> dict:
-        """``{"fault", "fault_addr", "reads", "writes"}`` of the simulated memory since reset."""
+        """``{"fault", "fault_addr", "reads", "writes", "stalled"}`` of the simulated memory since reset.
+
+        ``stalled`` counts the cycles in which a stall withheld an offered request or a ready answer.
+        """
         return self._call("mem_info")
 
     @property
