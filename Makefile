@@ -53,7 +53,7 @@ bitstream: $(STAMP)
 	$(PY) -m hw.boards.build $(BOARD)
 
 lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff
+	$(PY) -m pip install --quiet ruff==0.17.6
 	$(VENV)/bin/ruff check hw quant sw sim tests
 
 clean:
