@@ -54,7 +54,7 @@ bitstream: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff==0.17.6
-	$(VENV)/bin/ruff check hw quant sw sim tests
+	$(VENV)/bin/ruff check hw quant sw sim tools tests
 
 clean:
 	rm -rf sim_build build results .pytest_cache .hypothesis
