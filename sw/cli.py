@@ -7,6 +7,8 @@ Examples::
     kindling report squeezenet --backend verilator --out results/squeezenet
     kindling frcnn ../shared/images/coco_dog.jpg --backend verilator
     kindling compile rfsong
+    kindling eval squeezenet ../shared/images --augment 1000 --csv eval.csv
+    kindling sweep --rows 4 8 --cols 8 16 --networks tiny squeezenet --out results/sweep
 
 Exit status: 0 success; 1 an engine layer differs from the golden model, or
 the link or the engine failed; 2 bad input (a file that is not a picture, an
@@ -18,6 +20,7 @@ traceback instead); docs/RELIABILITY.md lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -256,6 +259,63 @@ def cmd_frcnn(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_eval(args) -> int:
+    import time
+
+    from sw import eval as ev
+
+    specs = ev.collect_inputs(args.inputs)
+    npy = specs[0].path.lower().endswith(".npy")
+    if args.augment:
+        specs = ev.augment_inputs(specs, args.augment, seed=args.seed)
+    if args.csv:
+        _output_folder(Path(args.csv).resolve().parent, "--csv")
+    if args.jobs is not None and args.jobs > 1 and args.backend != "golden":
+        raise InputError(f"--jobs {args.jobs}: only the golden backend runs in several processes")
+    jobs = args.jobs or (ev.default_jobs() if args.backend == "golden" else 1)
+
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    runner = None
+    if args.backend != "golden":
+        runner = _runner(args, args.network, "noise255" if npy and args.network == "squeezenet" else "default")
+        runner.progress = False
+    try:
+        evaluator = ev.Evaluator(args.network, npy=npy, runner=runner)
+        rows = list(ev.evaluate(evaluator, specs, jobs=jobs, progress=not args.quiet))
+    finally:
+        if runner is not None:
+            runner.close()
+    wall = time.monotonic() - t0
+    summary = ev.summarize(evaluator.kind, rows)
+    print(ev.format_summary(args.network, args.backend, evaluator.kind, summary, rows, wall,
+                            per_input=len(rows) <= args.table_max))
+    print(f"({jobs} process{'es' if jobs > 1 else ''}, load average {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores)")
+    if args.csv:
+        print(f"wrote {ev.write_csv(args.csv, rows)}")
+    return 0 if summary["bit_exact"] in (True, None) else 1
+
+
+def _add_eval(sub) -> None:
+    from sw.eval import EVAL_NETWORKS
+
+    p = sub.add_parser("eval", help="int8-vs-float agreement of a network over a folder of pictures or .npy inputs")
+    p.add_argument("network", choices=list(EVAL_NETWORKS))
+    p.add_argument("inputs", nargs="+", help="folders (pictures and .npy files one level deep) or files")
+    p.add_argument("--augment", type=_bounded(int, 1, 10**7), default=0, metavar="N",
+                   help="evaluate N random crops/flips of the pictures instead of the pictures themselves")
+    p.add_argument("--seed", type=int, default=0, help="seed of --augment (default %(default)s)")
+    p.add_argument("--jobs", type=_bounded(int, 1, 256), default=None,
+                   help="worker processes (golden backend; default: the cores available)")
+    p.add_argument("--csv", help="write one row per input to this CSV file")
+    p.add_argument("--table-max", type=int, default=50, help="print the per-input table up to this many inputs")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
+
+
 def _add_common(p, *, link_timeout: bool = True):
     p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
                    help="where the engine runs (default: golden model)")
@@ -303,6 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("network", choices=["squeezenet", "rfsong"])
     _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
+    _add_eval(sub)
     return ap
 
 
