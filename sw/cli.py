@@ -78,6 +78,8 @@ def _config(args) -> EngineConfig:
 
 def _check_options(args) -> None:
     """The checks every command makes before reading a model: engine options, backend and port."""
+    if args.func is cmd_sweep:      # lists of engine options, checked point by point (sw.sweep.grid)
+        return
     args.config = _config(args)
     if args.backend != "serial":
         return
@@ -316,6 +318,67 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def cmd_sweep(args) -> int:
+    from sw import sweep
+
+    points, skipped = sweep.grid(args.rows, args.cols, args.ibuf_depth, args.acc_depth, args.networks)
+    clocks = sweep.parse_clocks(args.clocks)
+    for line in skipped:
+        print(f"skipped (not a valid configuration): {line}")
+    if not points:
+        raise InputError("no valid engine configuration in the grid")
+    out = Path(args.out)
+    _output_folder(out.resolve().parent, "--out")
+    where = f"Ray cluster at {args.address}" if args.address else f"local Ray ({args.jobs or os.cpu_count()} CPUs)"
+    print(f"sweep: {len(points)} points ({len(points) // len(args.networks)} configurations x "
+          f"{len(args.networks)} networks) on {where}")
+
+    def on_row(r):
+        if args.quiet:
+            return
+        util = f"{r['utilization']:.1%}" if r.get("utilization", "") != "" else "-"
+        print(f"  {r['network']:11s} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc {r['acc_depth']}: "
+              f"{r['status'][:120]}, {r.get('cycles') or '-'} cycles, util {util}, {r.get('point_s', '-')} s",
+              flush=True)
+
+    rows = sweep.run_sweep(points, clocks, address=args.address, jobs=args.jobs, yosys=args.yosys,
+                           ship_code=args.ship_code, deadline_s=args.deadline, progress=not args.quiet,
+                           build_root=args.build_root, on_row=on_row)
+    for p in [*sweep.write_table(rows, out), sweep.write_plot(rows, out.with_suffix(".png"))]:
+        print(f"wrote {p}")
+    print(out.with_suffix(".md").read_text(), end="")
+    bad = [r for r in rows if r["status"] != "ok" and not r["status"].startswith(sweep.INFEASIBLE)]
+    for r in bad:
+        print(f"point failed: {r['network']} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc "
+              f"{r['acc_depth']}: {r['status']}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _add_sweep(sub) -> None:
+    from sw.sweep import SWEEP_NETWORKS
+
+    p = sub.add_parser("sweep", help="engine configurations x networks in Verilator through Ray: table and plot")
+    p.add_argument("--rows", type=int, nargs="+", default=[EngineConfig.rows], help="array rows to sweep")
+    p.add_argument("--cols", type=int, nargs="+", default=[EngineConfig.cols], help="array columns to sweep")
+    p.add_argument("--ibuf-depth", type=int, nargs="+", default=[EngineConfig.ibuf_depth])
+    p.add_argument("--acc-depth", type=int, nargs="+", default=[EngineConfig.acc_depth])
+    p.add_argument("--networks", nargs="+", choices=list(SWEEP_NETWORKS), default=["squeezenet", "rfsong"])
+    p.add_argument("--clocks", nargs="+", default=["100", "ulx3s-85f", "ecpix5-85f"],
+                   help="clocks for frames/s: MHz or board names (default %(default)s)")
+    p.add_argument("--out", default="results/sweep", help="path stem of the .csv/.md/.png (default %(default)s)")
+    p.add_argument("--address", help="Ray cluster address (ray://host:10001 or host:6379); default: a local Ray")
+    p.add_argument("--jobs", type=_bounded(int, 1, 4096), default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--ship-code", action="store_true",
+                   help="send this checkout to the cluster's workers (Ray runtime_env working_dir)")
+    p.add_argument("--yosys", action="store_true", help="add an ECP5 resource estimate of each engine (Yosys)")
+    p.add_argument("--build-root", help="Verilator build cache (default sim_build/ in the checkout)")
+    p.add_argument("--deadline", type=_bounded(float, 0.0), default=6 * 3600.0,
+                   help="seconds for the whole sweep; unfinished points are reported failed (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-point lines")
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
+    p.set_defaults(func=cmd_sweep, network="sweep", backend="verilator", port=None)
+
+
 def _add_common(p, *, link_timeout: bool = True):
     p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
                    help="where the engine runs (default: golden model)")
@@ -364,6 +427,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
     _add_eval(sub)
+    _add_sweep(sub)
     return ap
 
 
