@@ -24,6 +24,7 @@ or stops at the first bad command with ``STATUS.ERROR``, the error code and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from amaranth.hdl import Shape, signed, unsigned
@@ -95,6 +96,7 @@ ChannelParams = data.StructLayout({
 _ShiftByte = data.StructLayout({"value": unsigned(SHIFT_BITS), "unused": unsigned(8 - SHIFT_BITS)})
 
 
+@functools.cache     # asked for by every command the ISA interpreter decodes (EngineConfig.param_words)
 def param_tile_layout(cols: int) -> data.StructLayout:
     """The parameters of one tile of ``cols`` output channels as stored at the head of each tile's
     weight-blob block (``hw.layout.pack_conv_blob``): ``cols`` int32 biases, then ``cols`` int32
