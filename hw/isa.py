@@ -108,6 +108,11 @@ def param_tile_layout(cols: int) -> data.StructLayout:
     })
 
 
+@functools.cache
+def _param_tile_bits(cols: int) -> int:
+    return param_tile_layout(cols).size
+
+
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -179,7 +184,7 @@ class EngineConfig:
     @property
     def param_words(self) -> int:
         """Words of one output-channel tile's parameters (:func:`param_tile_layout`)."""
-        return param_tile_layout(self.cols).size // (8 * self.rows)
+        return _param_tile_bits(self.cols) // (8 * self.rows)
 
     @property
     def profile_words(self) -> int:

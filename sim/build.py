@@ -406,6 +406,10 @@ def build(design, *, name: str = "top", build_root: str | os.PathLike | None = N
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             raise BuildError(f"Verilator build of {toplevel} in {directory} failed: {exc}\n{tail}") from exc
         build_seconds = time.monotonic() - tb
+        if not (directory / toplevel).is_file():
+            # cocotb's runner does not always raise when make fails (a bad MAKEFLAGS value, for one).
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+            raise BuildError(f"Verilator build of {toplevel} in {directory} left no model executable\n{tail}")
         if runtime_objs is None:
             _store_runtime(directory, runtime_dir)
         meta = dict(metadata, toplevel=toplevel, internal_clock=internal_clock, waves=waves,
