@@ -319,6 +319,8 @@ def _add_eval(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
+    import json
+
     from sw import sweep
 
     points, skipped = sweep.grid(args.rows, args.cols, args.ibuf_depth, args.acc_depth, args.networks)
@@ -333,7 +335,12 @@ def cmd_sweep(args) -> int:
     print(f"sweep: {len(points)} points ({len(points) // len(args.networks)} configurations x "
           f"{len(args.networks)} networks) on {where}")
 
+    partial = out.with_suffix(".jsonl")     # each point as it ends: a long sweep's progress survives it
+    partial.write_text("")
+
     def on_row(r):
+        with partial.open("a") as f:
+            f.write(json.dumps(r) + "\n")
         if args.quiet:
             return
         util = f"{r['utilization']:.1%}" if r.get("utilization", "") != "" else "-"
