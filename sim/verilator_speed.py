@@ -33,7 +33,12 @@ VARIANTS = {
                          {"OPT_FAST": r"-O3\ -march=native", "OPT_GLOBAL": r"-O3\ -march=native"},
                          "both"),
     "threads2": (("--threads", "2"), {}, "Verilator's multithreaded model, two threads"),
+    "pgo": ((), {}, "g++ profile-guided: a -fprofile-generate model runs SqueezeNet once, its profile builds this one"),
 }
+
+#: Compiler flags of the two PGO builds (the profile is copied into the second build before its compile).
+PGO_GEN = ("-CFLAGS", "-fprofile-generate -fprofile-update=single", "-LDFLAGS", "-fprofile-generate")
+PGO_USE = ("-CFLAGS", "-fprofile-use -fprofile-correction -Wno-missing-profile")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -43,18 +48,41 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _open(variant: str, config, mem_words: int):
+def _open(variant: str, config, mem_words: int, *, args=None, profile: list | None = None):
     import sim.build as sb
     from hw.engine import Engine
     from sw.backends.verilator import VerilatorBackend
 
-    args, make, _ = VARIANTS[variant]
-    saved = sb.MAKE_VARS
-    sb.MAKE_VARS = {**saved, **make}       # build() merges its make variables over this module constant
+    v_args, make, _ = VARIANTS[variant]
+    saved = sb.MAKE_VARS, sb.verilator_runner
+    sb.MAKE_VARS = {**saved[0], **make}       # build() merges its make variables over this module constant
+    if profile:
+        # The runner copies "runtime objects" into the build directory between verilation and make:
+        # the .gcda profile files ride along, so each object's compile finds its profile beside it.
+        def runner(public_all, runtime_objs=None, make_vars=None):
+            return saved[1](public_all, [*(runtime_objs or []), *profile], make_vars)
+
+        sb.verilator_runner = runner
     try:
-        return VerilatorBackend(Engine, config, mem_words=mem_words, verilator_args=args)
+        return VerilatorBackend(Engine, config, mem_words=mem_words,
+                                verilator_args=v_args if args is None else args)
     finally:
-        sb.MAKE_VARS = saved
+        sb.MAKE_VARS, sb.verilator_runner = saved
+
+
+def _pgo(config, mem_words: int, train) -> object:
+    """The PGO model: build with -fprofile-generate, ``train(backend)``, close (the profile is written at exit)."""
+    be = _open("pgo", config, mem_words, args=PGO_GEN)
+    gen_dir = be.build.directory
+    try:
+        train(be)
+    finally:
+        be.close()
+    profile = sorted(gen_dir.glob("*.gcda"))
+    if not profile:
+        raise RuntimeError(f"the -fprofile-generate model in {gen_dir} wrote no .gcda profile")
+    return _open("pgo", config, mem_words, args=PGO_USE + ("-CFLAGS", f"-DKINDLING_PGO={gen_dir.name}"),
+                 profile=profile)
 
 
 def main(argv=None) -> int:
@@ -85,7 +113,13 @@ def main(argv=None) -> int:
     sessions = {}
     for v in args.variants:
         t0 = time.monotonic()
-        be = _open(v, cfg, mem)
+        if v == "pgo":
+            def train(backend):
+                Session(prog, Driver(backend, cfg, timed=True)).run_int8(x_q, profile=False)
+
+            be = _pgo(cfg, mem, train)
+        else:
+            be = _open(v, cfg, mem)
         sessions[v] = Session(prog, Driver(be, cfg, timed=True))
         print(f"{v}: model {be.build.directory.name} ({'cached' if be.build.cached else 'built'}, build "
               f"{be.build.build_seconds:.0f} s, ready in {time.monotonic() - t0:.0f} s)", flush=True)

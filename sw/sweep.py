@@ -386,10 +386,16 @@ def write_plot(rows: list[dict], path, clock_label: str | None = None) -> Path:
         axes[0].bar(xs, [100 * value(c, "utilization") for c in configs], width, label=net)
         if fps_key:
             axes[1].bar(xs, [value(c, fps_key) for c in configs], width, label=net)
+        for x, c in zip(xs, configs, strict=True):     # say why a bar is missing
+            r = by.get(c)
+            if r is not None and r.get("status") != "ok":
+                axes[0].text(x, 2, r["status"].split(":")[0], rotation=90, ha="center", va="bottom",
+                             fontsize="x-small")
     axes[0].set_ylabel("MAC utilization (%)")
     axes[0].set_ylim(0, 100)
     axes[0].legend(fontsize="small")
-    axes[0].set_title("engine configurations: Verilator, every layer bit-exact (missing bar: point not ok)")
+    axes[0].set_title("kindling sweep: Verilator runs, every layer compared with the golden model",
+                      fontsize="medium")
     if fps_key:
         axes[1].set_ylabel(f"frames/s at {fps_key[4:]}")
         axes[1].set_yscale("log")
