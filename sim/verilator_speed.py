@@ -34,6 +34,8 @@ VARIANTS = {
                          "both"),
     "threads2": (("--threads", "2"), {}, "Verilator's multithreaded model, two threads"),
     "pgo": ((), {}, "g++ profile-guided: a -fprofile-generate model runs SqueezeNet once, its profile builds this one"),
+    "pgo-o3native": ((), {"OPT_FAST": r"-O3\ -march=native", "OPT_GLOBAL": r"-O3\ -march=native"},
+                     "both"),
 }
 
 #: Compiler flags of the two PGO builds (the profile is copied into the second build before its compile).
@@ -70,9 +72,9 @@ def _open(variant: str, config, mem_words: int, *, args=None, profile: list | No
         sb.MAKE_VARS, sb.verilator_runner = saved
 
 
-def _pgo(config, mem_words: int, train) -> object:
+def _pgo(variant: str, config, mem_words: int, train) -> object:
     """The PGO model: build with -fprofile-generate, ``train(backend)``, close (the profile is written at exit)."""
-    be = _open("pgo", config, mem_words, args=PGO_GEN)
+    be = _open(variant, config, mem_words, args=PGO_GEN)
     gen_dir = be.build.directory
     try:
         train(be)
@@ -81,7 +83,7 @@ def _pgo(config, mem_words: int, train) -> object:
     profile = sorted(gen_dir.glob("*.gcda"))
     if not profile:
         raise RuntimeError(f"the -fprofile-generate model in {gen_dir} wrote no .gcda profile")
-    return _open("pgo", config, mem_words, args=PGO_USE + ("-CFLAGS", f"-DKINDLING_PGO={gen_dir.name}"),
+    return _open(variant, config, mem_words, args=PGO_USE + ("-CFLAGS", f"-DKINDLING_PGO={gen_dir.name}"),
                  profile=profile)
 
 
@@ -113,11 +115,11 @@ def main(argv=None) -> int:
     sessions = {}
     for v in args.variants:
         t0 = time.monotonic()
-        if v == "pgo":
+        if v.startswith("pgo"):
             def train(backend):
                 Session(prog, Driver(backend, cfg, timed=True)).run_int8(x_q, profile=False)
 
-            be = _pgo(cfg, mem, train)
+            be = _pgo(v, cfg, mem, train)
         else:
             be = _open(v, cfg, mem)
         sessions[v] = Session(prog, Driver(be, cfg, timed=True))

@@ -268,7 +268,8 @@ def _ray_init(address: str | None, jobs: int | None, ship_code: bool):
         # Local workers import the project from where this process does.
         paths = [p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p]
         runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    kw = {"address": address} if address else {"num_cpus": jobs}
+    # "local": always a new private Ray, never one that happens to run on this machine already.
+    kw = {"address": address} if address else {"address": "local", "num_cpus": jobs}
     ray.init(**kw, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR", configure_logging=True)
     return ray
