@@ -358,6 +358,9 @@ def cmd_sweep(args) -> int:
     for r in bad:
         print(f"point failed: {r['network']} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc "
               f"{r['acc_depth']}: {r['status']}", file=sys.stderr)
+    if any(r["status"] == sweep.INTERRUPTED for r in rows):
+        print("kindling: interrupted (the table holds the points done)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 1 if bad else 0
 
 

@@ -49,6 +49,8 @@ SWEEP_NETWORKS = {
 
 #: Status of a point the network cannot be compiled for (a reported result, not an error).
 INFEASIBLE = "infeasible"
+#: Status of the points not done when the sweep was interrupted (Ctrl-C).
+INTERRUPTED = "failed: interrupted"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,24 +297,28 @@ def run_sweep(points: list[Point], clocks: dict[str, float], *, address: str | N
         deadline = time.monotonic() + deadline_s
         pending = list(futures)
         bar = tqdm(total=len(points), desc="sweep", unit="point", disable=None if progress else True, leave=False)
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            done, pending = ray.wait(pending, num_returns=1, timeout=min(left, 60.0))
-            for f in done:
-                i = futures[f]
-                try:
-                    rows[i] = ray.get(f)
-                except Exception as e:     # the worker died: still a row
-                    rows[i] = _failed_row(points[i], f"failed: {_one_line(e)}")
-                if on_row:
-                    on_row(rows[i])
-                bar.update()
+        why = f"failed: deadline of {deadline_s:.0f} s"
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done, pending = ray.wait(pending, num_returns=1, timeout=min(left, 60.0))
+                for f in done:
+                    i = futures[f]
+                    try:
+                        rows[i] = ray.get(f)
+                    except Exception as e:     # the worker died: still a row
+                        rows[i] = _failed_row(points[i], f"failed: {_one_line(e)}")
+                    if on_row:
+                        on_row(rows[i])
+                    bar.update()
+        except KeyboardInterrupt:       # Ctrl-C: the points done so far still make a table
+            why = INTERRUPTED
         bar.close()
         for f in pending:
             ray.cancel(f, force=True)
-            rows[futures[f]] = _failed_row(points[futures[f]], f"failed: deadline of {deadline_s:.0f} s")
+            rows[futures[f]] = _failed_row(points[futures[f]], why)
         return rows
     finally:
         ray.shutdown()
