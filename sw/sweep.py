@@ -224,12 +224,13 @@ def yosys_estimate(config: EngineConfig, *, build_root=None, timeout: float = 36
 
     from hw.boards.build import _synth_summary, _yosys_cells, tool_env
     from hw.engine import Engine
-    from sim.build import default_build_root
 
     try:
         text = verilog.convert(Engine(config), name="engine")
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
-        d = Path(build_root or default_build_root()) / f"yosys-{key}"
+        # Beside the Verilator models (sim.build's root; sw does not import sim).
+        root = build_root or os.environ.get("KINDLING_SIM_BUILD") or REPO_ROOT / "sim_build"
+        d = Path(root) / f"yosys-{key}"
         out = d / "estimate.json"
         if out.exists():
             return json.loads(out.read_text())
