@@ -24,6 +24,7 @@ or stops at the first bad command with ``STATUS.ERROR``, the error code and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from amaranth.hdl import Shape, signed, unsigned
@@ -95,6 +96,7 @@ ChannelParams = data.StructLayout({
 _ShiftByte = data.StructLayout({"value": unsigned(SHIFT_BITS), "unused": unsigned(8 - SHIFT_BITS)})
 
 
+@functools.cache     # asked for by every command the ISA interpreter decodes (EngineConfig.param_words)
 def param_tile_layout(cols: int) -> data.StructLayout:
     """The parameters of one tile of ``cols`` output channels as stored at the head of each tile's
     weight-blob block (``hw.layout.pack_conv_blob``): ``cols`` int32 biases, then ``cols`` int32
@@ -104,6 +106,11 @@ def param_tile_layout(cols: int) -> data.StructLayout:
         "m0": data.ArrayLayout(ChannelParams["m0"].shape, cols),
         "shift": data.ArrayLayout(_ShiftByte, cols),
     })
+
+
+@functools.cache
+def _param_tile_bits(cols: int) -> int:
+    return param_tile_layout(cols).size
 
 
 def _is_pow2(n: int) -> bool:
@@ -177,7 +184,7 @@ class EngineConfig:
     @property
     def param_words(self) -> int:
         """Words of one output-channel tile's parameters (:func:`param_tile_layout`)."""
-        return param_tile_layout(self.cols).size // (8 * self.rows)
+        return _param_tile_bits(self.cols) // (8 * self.rows)
 
     @property
     def profile_words(self) -> int:

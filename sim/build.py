@@ -423,6 +423,10 @@ def _verilate(directory: Path, runtime_dir: Path, toplevel: str, verilog_text: s
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise BuildError(f"Verilator build of {toplevel} in {directory} failed: {exc}\n{tail}") from exc
     build_seconds = time.monotonic() - tb
+    if not (directory / toplevel).is_file():
+        # cocotb's runner does not always raise when make fails (a bad MAKEFLAGS value, for one).
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+        raise BuildError(f"Verilator build of {toplevel} in {directory} left no model executable\n{tail}")
     if runtime_objs is None:
         _store_runtime(directory, runtime_dir)
     return build_seconds, bool(runtime_objs)

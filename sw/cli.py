@@ -7,6 +7,8 @@ Examples::
     kindling report squeezenet --backend verilator --out results/squeezenet
     kindling frcnn ../shared/images/coco_dog.jpg --backend verilator
     kindling compile rfsong
+    kindling eval squeezenet ../shared/images --augment 1000 --csv eval.csv
+    kindling sweep --rows 4 8 --cols 8 16 --networks tiny squeezenet --out results/sweep
 
 Exit status: 0 success; 1 an engine layer differs from the golden model, or
 the link or the engine failed; 2 bad input (a file that is not a picture, an
@@ -18,6 +20,7 @@ traceback instead); docs/RELIABILITY.md lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +78,8 @@ def _config(args) -> EngineConfig:
 
 def _check_options(args) -> None:
     """The checks every command makes before reading a model: engine options, backend and port."""
+    if args.func is cmd_sweep:      # lists of engine options, checked point by point (sw.sweep.grid)
+        return
     args.config = _config(args)
     if args.backend != "serial":
         return
@@ -256,6 +261,134 @@ def cmd_frcnn(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_eval(args) -> int:
+    import time
+
+    from sw import eval as ev
+
+    specs = ev.collect_inputs(args.inputs)
+    npy = specs[0].path.lower().endswith(".npy")
+    if args.augment:
+        specs = ev.augment_inputs(specs, args.augment, seed=args.seed)
+    if args.csv:
+        _output_folder(Path(args.csv).resolve().parent, "--csv")
+    if args.jobs is not None and args.jobs > 1 and args.backend != "golden":
+        raise InputError(f"--jobs {args.jobs}: only the golden backend runs in several processes")
+    jobs = args.jobs or (ev.default_jobs() if args.backend == "golden" else 1)
+
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    runner = None
+    if args.backend != "golden":
+        runner = _runner(args, args.network, "noise255" if npy and args.network == "squeezenet" else "default")
+        runner.progress = False
+    try:
+        evaluator = ev.Evaluator(args.network, npy=npy, runner=runner)
+        rows = list(ev.evaluate(evaluator, specs, jobs=jobs, progress=not args.quiet))
+    finally:
+        if runner is not None:
+            runner.close()
+    wall = time.monotonic() - t0
+    summary = ev.summarize(evaluator.kind, rows)
+    print(ev.format_summary(args.network, args.backend, evaluator.kind, summary, rows, wall,
+                            per_input=len(rows) <= args.table_max))
+    print(f"({jobs} process{'es' if jobs > 1 else ''}, load average {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores)")
+    if args.csv:
+        print(f"wrote {ev.write_csv(args.csv, rows)}")
+    return 0 if summary["bit_exact"] in (True, None) else 1
+
+
+def _add_eval(sub) -> None:
+    from sw.eval import EVAL_NETWORKS
+
+    p = sub.add_parser("eval", help="int8-vs-float agreement of a network over a folder of pictures or .npy inputs")
+    p.add_argument("network", choices=list(EVAL_NETWORKS))
+    p.add_argument("inputs", nargs="+", help="folders (pictures and .npy files one level deep) or files")
+    p.add_argument("--augment", type=_bounded(int, 1, 10**7), default=0, metavar="N",
+                   help="evaluate N random crops/flips of the pictures instead of the pictures themselves")
+    p.add_argument("--seed", type=int, default=0, help="seed of --augment (default %(default)s)")
+    p.add_argument("--jobs", type=_bounded(int, 1, 256), default=None,
+                   help="worker processes (golden backend; default: the cores available)")
+    p.add_argument("--csv", help="write one row per input to this CSV file")
+    p.add_argument("--table-max", type=int, default=50, help="print the per-input table up to this many inputs")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_sweep(args) -> int:
+    import json
+
+    from sw import sweep
+
+    points, skipped = sweep.grid(args.rows, args.cols, args.ibuf_depth, args.acc_depth, args.networks)
+    clocks = sweep.parse_clocks(args.clocks)
+    for line in skipped:
+        print(f"skipped (not a valid configuration): {line}")
+    if not points:
+        raise InputError("no valid engine configuration in the grid")
+    out = Path(args.out)
+    _output_folder(out.resolve().parent, "--out")
+    where = f"Ray cluster at {args.address}" if args.address else f"local Ray ({args.jobs or os.cpu_count()} CPUs)"
+    print(f"sweep: {len(points)} points ({len(points) // len(args.networks)} configurations x "
+          f"{len(args.networks)} networks) on {where}")
+
+    partial = out.with_suffix(".jsonl")     # each point as it ends: a long sweep's progress survives it
+    partial.write_text("")
+
+    def on_row(r):
+        with partial.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        if args.quiet:
+            return
+        util = f"{r['utilization']:.1%}" if r.get("utilization", "") != "" else "-"
+        print(f"  {r['network']:11s} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc {r['acc_depth']}: "
+              f"{r['status'][:120]}, {r.get('cycles') or '-'} cycles, util {util}, {r.get('point_s', '-')} s",
+              flush=True)
+
+    rows = sweep.run_sweep(points, clocks, address=args.address, jobs=args.jobs, yosys=args.yosys,
+                           ship_code=args.ship_code, deadline_s=args.deadline, progress=not args.quiet,
+                           build_root=args.build_root, on_row=on_row)
+    for p in [*sweep.write_table(rows, out), sweep.write_plot(rows, out.with_suffix(".png"))]:
+        print(f"wrote {p}")
+    print(out.with_suffix(".md").read_text(), end="")
+    bad = [r for r in rows if r["status"] != "ok" and not r["status"].startswith(sweep.INFEASIBLE)]
+    for r in bad:
+        print(f"point failed: {r['network']} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc "
+              f"{r['acc_depth']}: {r['status']}", file=sys.stderr)
+    if any(r["status"] == sweep.INTERRUPTED for r in rows):
+        print("kindling: interrupted (the table holds the points done)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if bad else 0
+
+
+def _add_sweep(sub) -> None:
+    from sw.sweep import SWEEP_NETWORKS
+
+    p = sub.add_parser("sweep", help="engine configurations x networks in Verilator through Ray: table and plot")
+    p.add_argument("--rows", type=int, nargs="+", default=[EngineConfig.rows], help="array rows to sweep")
+    p.add_argument("--cols", type=int, nargs="+", default=[EngineConfig.cols], help="array columns to sweep")
+    p.add_argument("--ibuf-depth", type=int, nargs="+", default=[EngineConfig.ibuf_depth])
+    p.add_argument("--acc-depth", type=int, nargs="+", default=[EngineConfig.acc_depth])
+    p.add_argument("--networks", nargs="+", choices=list(SWEEP_NETWORKS), default=["squeezenet", "rfsong"])
+    p.add_argument("--clocks", nargs="+", default=["100", "ulx3s-85f", "ecpix5-85f"],
+                   help="clocks for frames/s: MHz or board names (default %(default)s)")
+    p.add_argument("--out", default="results/sweep", help="path stem of the .csv/.md/.png (default %(default)s)")
+    p.add_argument("--address", help="Ray cluster address (ray://host:10001 or host:6379); default: a local Ray")
+    p.add_argument("--jobs", type=_bounded(int, 1, 4096), default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--ship-code", action="store_true",
+                   help="send this checkout to the cluster's workers (Ray runtime_env working_dir)")
+    p.add_argument("--yosys", action="store_true", help="add an ECP5 resource estimate of each engine (Yosys)")
+    p.add_argument("--build-root", help="Verilator build cache (default sim_build/ in the checkout)")
+    p.add_argument("--deadline", type=_bounded(float, 0.0), default=6 * 3600.0,
+                   help="seconds for the whole sweep; unfinished points are reported failed (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-point lines")
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
+    p.set_defaults(func=cmd_sweep, network="sweep", backend="verilator", port=None)
+
+
 def _add_common(p, *, link_timeout: bool = True):
     from sw.backends import BACKENDS
 
@@ -306,6 +439,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("network", choices=["squeezenet", "rfsong"])
     _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
+    _add_eval(sub)
+    _add_sweep(sub)
     return ap
 
 

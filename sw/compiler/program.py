@@ -155,16 +155,23 @@ class Program:
         R = self.config.rows
         cb = v.cb(R)
         n = (v.h * v.w - 1) * v.pix + cb
-        words = np.asarray(read_words(v.addr(), n), dtype=np.int8).reshape(-1, R)
-        idx = (np.arange(v.h * v.w)[:, None] * v.pix + np.arange(cb)[None, :]).reshape(-1)
-        lanes = words[idx].reshape(v.h, v.w, cb * R).transpose(2, 0, 1)
+        words = np.ascontiguousarray(read_words(v.addr(), n), dtype=np.int8).reshape(-1)
+        # Pixel q's cb words start at word q * pix: a strided view (h*w, cb*R) of the bytes read, no gather.
+        pixels = np.lib.stride_tricks.as_strided(words, shape=(v.h * v.w, cb * R), strides=(v.pix * R, 1),
+                                                 writeable=False)
         if name in self.packed_inputs:
             c, h, w = self.qgraph.tensors[name].shape
+            lanes = pixels.reshape(v.h, v.w, cb * R).transpose(2, 0, 1)
             wide = np.empty((c, h, 2 * v.w), dtype=np.int8)
             wide[:, :, 0::2] = lanes[:c]
             wide[:, :, 1::2] = lanes[R // 2:R // 2 + c]
             return wide[:, :, :w].copy()
-        return lanes[v.lanes].copy()
+        lanes = v.lanes
+        if len(lanes) and lanes[0] == 0 and np.array_equal(lanes, np.arange(len(lanes))):
+            hwc = pixels[:, :len(lanes)]          # the usual case: channel c in lane c
+        else:
+            hwc = pixels[:, lanes]
+        return np.ascontiguousarray(hwc.reshape(v.h, v.w, -1).transpose(2, 0, 1))
 
     def summary(self) -> str:
         lines = [f"{len(self.steps)} commands, {len(self.blobs)} weight blobs, memory {self.mem_words} words "
