@@ -39,15 +39,20 @@ __all__ = ["qnnpack_conv", "fp32_requantize", "Agreement", "compare_conv", "comp
 def qnnpack_conv(x, node: QConv) -> np.ndarray:
     """Run ``node`` on int8 ``x`` ``(Cin, H, W)`` with PyTorch's QNNPACK kernels; int8 ``(Cout, Ho, Wo)``.
 
+    PyTorch's quantized convolution pads symmetrically: asymmetric padding
+    ``(top, left, bottom, right)`` is applied to the int8 input beforehand with
+    the input zero point (the value a padded tap reads, real 0), and the
+    convolution runs unpadded.
+
     Raises
     ------
     ValueError
-        For asymmetric padding (PyTorch's quantized convolution pads
-        symmetrically) or a clamp other than none / ReLU.
+        For a clamp other than none / ReLU.
     """
     t, l, b, r = node.padding
     if (t, l) != (b, r):
-        raise ValueError(f"{node.name}: PyTorch needs symmetric padding, got {node.padding}")
+        x = np.pad(np.asarray(x, dtype=np.int16), ((0, 0), (t, b), (l, r)), constant_values=node.zp_in)
+        t = l = 0
     if (node.act_min, node.act_max) not in ((-128, 127), (node.zp_out, 127)):
         raise ValueError(f"{node.name}: clamp [{node.act_min}, {node.act_max}] is neither none nor ReLU")
     relu = node.act_min == node.zp_out and node.act_min > -128

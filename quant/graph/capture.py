@@ -53,6 +53,13 @@ def _pair(v, what: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
+class _Pad:
+    """A zero pad waiting for the convolution that reads it: ``src`` tensor, ``(top, left, bottom, right)``."""
+
+    def __init__(self, src: str, pad: tuple[int, int, int, int], path: str):
+        self.src, self.pad, self.path = src, pad, path
+
+
 def _bind(args, kwargs, names: list[str], defaults: dict) -> dict:
     """Bind positional/keyword arguments of a functional call to parameter names."""
     out = dict(defaults)
@@ -116,6 +123,10 @@ class _Capture:
         return self._real_users(self.head[name]) == [user]
 
     def _tensor(self, a: Any, n: fx.Node) -> str:
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Pad):
+            raise UnsupportedModelError(f"{self.value[a].path}: a zero pad is supported only as the input of a "
+                                        f"convolution (it folds into its padding), here it is read by "
+                                        f"{self._path(n)}")
         if not isinstance(a, fx.Node) or a not in self.value or not isinstance(self.value[a], str):
             raise UnsupportedModelError(f"{self._path(n)}: argument {a!r} is not a tensor computed by the "
                                         f"graph")
@@ -260,12 +271,39 @@ class _Capture:
             self._avgpool(n, m)
         elif isinstance(m, nn.Flatten) and self._flatten_ok(n):
             self._flatten(n)
+        elif isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            self._pad(n, n.args[0], m.padding, "constant", getattr(m, "value", 0.0))
         else:
             where = "" if not self._is_host_capable(n) else " (allowed only at the end of the network)"
             raise self._unsupported(n, f"module {type(m).__name__} is not supported{where}")
 
+    def _pad(self, n: fx.Node, arg, pad, mode, value) -> None:
+        """``nn.ZeroPad2d``, ``nn.ConstantPad2d`` (value 0) or ``F.pad`` (constant 0): kept as a pending pad of
+        the tensor it reads, folded into the padding of the convolution that reads it."""
+        pad = tuple(pad) if isinstance(pad, (tuple, list)) else (pad,) * 4
+        if mode != "constant" or value not in (None, 0, 0.0):
+            raise self._unsupported(n, f"pad mode {mode!r} value {value!r}: only a zero constant pad is supported "
+                                       f"(it folds into the next convolution's padding)")
+        if len(pad) == 2:
+            pad = (*pad, 0, 0)
+        if len(pad) != 4 or any(not isinstance(v, int) or v < 0 for v in pad):
+            raise self._unsupported(n, f"pad {pad!r}: only non-negative padding of the last two dimensions "
+                                       f"(left, right, top, bottom) is supported")
+        left, right, top, bottom = pad
+        prev = self.value.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(prev, _Pad):  # pad of a pad: the two add up
+            t0, l0, b0, r0 = prev.pad
+            self.value[n] = _Pad(prev.src, (t0 + top, l0 + left, b0 + bottom, r0 + right), self._path(n))
+        else:
+            self.value[n] = _Pad(self._tensor(arg, n), (top, left, bottom, right), self._path(n))
+
     def _conv(self, n: fx.Node, m: nn.Conv2d) -> None:
-        src = self._tensor(n.args[0], n)
+        pending = self.value.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+        extra = (0, 0, 0, 0)
+        if isinstance(pending, _Pad):
+            src, extra = pending.src, pending.pad
+        else:
+            src = self._tensor(n.args[0], n)
         in_shape = self.nodes[src].shape
         if m.groups != 1:
             raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported")
@@ -282,6 +320,7 @@ class _Capture:
         else:
             py, px = _pair(m.padding, self._path(n))
             pad = (py, px, py, px)
+        pad = tuple(a + b for a, b in zip(pad, extra, strict=True))
         w = m.weight.detach().double().numpy().copy()
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None
              else np.zeros(m.out_channels, dtype=np.float64))
@@ -391,6 +430,9 @@ class _Capture:
             self._full_map_average(n, p["kernel_size"], p["padding"])
         elif t is torch.mean:
             self._mean(n, _bind(n.args, n.kwargs, *_MEAN_PARAMS))
+        elif t is F.pad:
+            p = _bind(n.args, n.kwargs, ["input", "pad", "mode", "value"], {"mode": "constant", "value": None})
+            self._pad(n, p["input"], p["pad"], p["mode"], p["value"])
         else:
             name = getattr(t, "__name__", repr(t))
             where = " (allowed only at the end of the network)" if self._is_host_capable(n) else ""

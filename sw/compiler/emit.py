@@ -132,6 +132,9 @@ class _Emission:
             w_log, pl_eff = pair_packed_conv(w_log, pl, R)
             kw, sx_eff, w_in = w_log.shape[3], 1, in_view.w
             in_view = TensorView(in_view.name, R, in_view.h, in_view.w, in_view.root, 0, np.arange(R))
+        if kh * kw * cin_cb >= 1 << 16:
+            raise CompileError(node.name, f"{kh}x{kw} kernel over {cin_cb} channel blocks: {kh * kw * cin_cb} "
+                                          f"weight tiles per output tile, the engine counts up to {(1 << 16) - 1}")
         wblob = self._blob(w_log, node.effective_bias, node.m0, node.shift, in_view)
         blob_w = self._blob_size(cout, cin_cb * R, kh, kw)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hw.isa import EngineConfig
+from hw.isa import MAX_KERNEL, MAX_STRIDE, EngineConfig
 from hw.layout import cdiv
 from quant.graph import HostOp
 from quant.quantize import QConcat, QConv, QDualConv, QFlatten, QGlobalAvgPool, QInput, QMaxPool
@@ -39,10 +39,10 @@ def _check_conv(node, cfg: EngineConfig):
     name = node.name
     if getattr(node, "groups", 1) != 1:
         raise CompileError(name, "grouped convolutions are not supported by the engine")
-    if not (1 <= kh <= 3 and 1 <= kw <= 3):
-        raise CompileError(name, f"{kh}x{kw} kernel: the engine runs kernels up to 3x3")
-    if node.stride[0] not in (1, 2) or node.stride[1] not in (1, 2):
-        raise CompileError(name, f"stride {node.stride}: the engine runs strides 1 and 2")
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        raise CompileError(name, f"{kh}x{kw} kernel: the engine runs kernels up to {MAX_KERNEL}x{MAX_KERNEL}")
+    if not (1 <= node.stride[0] <= MAX_STRIDE and 1 <= node.stride[1] <= MAX_STRIDE):
+        raise CompileError(name, f"stride {node.stride}: the engine runs strides 1 to {MAX_STRIDE}")
     if node.dilation[0] != node.dilation[1] or not 1 <= node.dilation[0] <= 7:
         raise CompileError(name, f"dilation {node.dilation}: the engine runs equal dilations 1..7")
     t, l, b, r = node.padding
@@ -81,7 +81,7 @@ class _Planning:
             readers = g.consumers(inp)
             r0 = readers[0] if len(readers) == 1 else None
             if (isinstance(r0, QConv) and r0.name not in fire_members and r0.stride[1] == 2
-                    and r0.in_channels <= cfg.rows // 2 and r0.padding[1] <= 1 and r0.dilation == (1, 1)):
+                    and r0.in_channels <= cfg.rows // 2 and r0.dilation == (1, 1)):
                 self.packed_inputs[inp] = r0.in_channels
         ops = []
         for node in g.nodes:

@@ -47,8 +47,15 @@ def _qconv(rng, cin, cout, kh, kw=None):
 
 
 def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp_in=None):
-    """A CONV command over a whole tensor with its memory image and independent expected output."""
+    """A CONV command over a whole tensor with its memory image and independent expected output.
+
+    ``k`` is a side or ``(kh, kw)``, ``stride`` one or ``(sy, sx)``, ``pad`` one or ``(top, left, bottom,
+    right)`` (bottom and right padding are only the output size: the engine reads ``zp_in`` past the band).
+    """
     R = cfg.rows
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sy, sx = (stride, stride) if isinstance(stride, int) else stride
+    pt, pl, pb, pr = (pad,) * 4 if isinstance(pad, int) else pad
     x = rng.integers(-128, 128, (cin, h, w))
     zp_in = int(rng.integers(-128, 128)) if zp_in is None else zp_in
     zp_out = int(rng.integers(-30, 30))
@@ -58,20 +65,20 @@ def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp
         xin = maxpool_reference(x, k=pk, stride=2, pad=(0, 0), out_hw=(in_h, in_w))
     else:
         in_h, in_w, xin = h, w, x
-    out_h = (in_h + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    out_w = (in_w + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    wt, bias, m0, sh = _qconv(rng, cin, cout, k)
+    out_h = (in_h + pt + pb - dil * (kh - 1) - 1) // sy + 1
+    out_w = (in_w + pl + pr - dil * (kw - 1) - 1) // sx + 1
+    wt, bias, m0, sh = _qconv(rng, cin, cout, kh, kw)
     blob = pack_conv_blob(wt, fold_zero_point(bias, wt, zp_in), m0, sh, cfg)
     cmd = pack_command(
         Opcode.CONV,
         load=dict(src=SRC, src_rows=h, src_w=w, cb=cdiv(cin, R), ibuf=0,
                   **(dict(pool=1, pool_k=pool[0]) if pool else {})),
-        in_h=in_h, in_w=in_w, kh=k, kw=k, sy=stride, sx=stride, dil=dil, pad_t=pad, pad_l=pad,
+        in_h=in_h, in_w=in_w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil, pad_t=pt, pad_l=pl,
         out_h=out_h, out_w=out_w, cout=cout,
         quant=dict(zp_in=zp_in, zp_out=zp_out, act_min=zp_out, act_max=127),
         wblob=WBLOB, dst=DST, dst_pix=cdiv(cout, R))
-    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(stride, stride),
-                             pad=(pad, pad), dil=dil, out_hw=(out_h, out_w))
+    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(sy, sx),
+                             pad=(pt, pl), dil=dil, out_hw=(out_h, out_w))
     expect = requantize(acc, m0[:, None, None], sh[:, None, None], zp_out, zp_out, 127)
     writes = [(SRC, pack_activation(x, R)), (WBLOB, blob)]
     return writes, cmd, (out_h, out_w, cout), expect
@@ -99,14 +106,23 @@ CONV_CASES = [
     (4, 6, 1, 1, 3, 1, 1, 1, None),
     (16, 16, 11, 10, 3, 1, 5, 5, None),   # RFSong's RFB branch: dilation 5, padding 5
     (8, 8, 9, 9, 3, 1, 7, 1, None),       # the largest padding, wider than the kernel
+    # kernels up to 7x7, 1xK and Kx1, strides up to 4, asymmetric padding (t, l, b, r)
+    (3, 96, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), 1, None),   # SqueezeNet 1.0's conv1 shape
+    (3, 16, 17, 19, (7, 7), (2, 2), (2, 3, 3, 2), 1, None),   # TF-SAME style: more padding after
+    (16, 24, 8, 9, (1, 3), (1, 1), (0, 1, 0, 1), 1, None),    # SqueezeNext 1x3
+    (16, 24, 8, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, None),    # SqueezeNext 3x1
+    (12, 20, 12, 11, (5, 5), (3, 3), (2, 2, 2, 2), 1, None),
+    (10, 18, 12, 13, (4, 4), (4, 4), (0, 0, 0, 0), 1, None),  # a patchify stem
+    (8, 8, 14, 15, (5, 3), (1, 4), (2, 1, 2, 1), 2, None),    # dilated, mixed strides
+    (9, 17, 15, 13, (6, 7), (3, 2), (5, 0, 1, 6), 1, (2, False)),
 ]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_{}x{}_k{}s{}p{}d{}{}".format(
-    *c[:8], f"_pool{c[8][0]}" if c[8] else ""))
+    *[("x".join(map(str, v)) if isinstance(v, tuple) else v) for v in c[:8]], f"_pool{c[8][0]}" if c[8] else ""))
 def test_conv(bench, case):
     cin, cout, h, w, k, s, pad, dil, pool = case
-    rng = np.random.default_rng(sum(case[:8]))
+    rng = np.random.default_rng(sum(np.sum(v) for v in case[:8]))
     writes, cmd, shape, expect = conv_case(bench.config, rng, cin=cin, cout=cout, h=h, w=w, k=k, stride=s,
                                            pad=pad, dil=dil, pool=pool)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
@@ -244,7 +260,8 @@ def bad_commands(cfg):
         "buffer offset past the end": (_good_conv(cfg, load_ibuf=cfg.ibuf_depth - 3), ErrorCode.IBUF_OVERFLOW),
         "kernel 0": (_good_conv(cfg, kh=0), ErrorCode.BAD_KERNEL),
         "dilation 0": (_good_conv(cfg, dil=0), ErrorCode.BAD_KERNEL),
-        "stride 3": (_good_conv(cfg, sy=3), ErrorCode.BAD_STRIDE),
+        "stride 5": (_good_conv(cfg, sy=5), ErrorCode.BAD_STRIDE),
+        "stride 7": (_good_conv(cfg, sx=7), ErrorCode.BAD_STRIDE),
         "stride 0": (_good_conv(cfg, sx=0), ErrorCode.BAD_STRIDE),
         "pool kernel 1": (_good_conv(cfg, load_pool=1, load_pool_k=1, in_h=2, in_w=2), ErrorCode.BAD_POOL),
         "pool padding 2": (_good_conv(cfg, load_pool=1, load_pool_k=3, load_pool_pad_t=2, in_h=2, in_w=2),
@@ -309,10 +326,10 @@ def test_profile_records(bench):
 def test_conv_property(bench, data):
     """Random geometry: kernel, stride, padding, dilation, channel counts, sizes, pooled or not."""
     cfg = bench.config
-    k = data.draw(st.sampled_from([1, 2, 3]), "k")
-    s = data.draw(st.sampled_from([1, 2]), "stride")
-    dil = data.draw(st.integers(1, 7), "dilation") if k > 1 else 1
-    pad = data.draw(st.integers(0, 7), "pad")
+    kh, kw = data.draw(st.integers(1, 7), "kh"), data.draw(st.integers(1, 7), "kw")
+    sy, sx = data.draw(st.integers(1, 4), "sy"), data.draw(st.integers(1, 4), "sx")
+    dil = data.draw(st.integers(1, 7 if max(kh, kw) <= 3 else 2), "dilation") if max(kh, kw) > 1 else 1
+    pad = tuple(data.draw(st.integers(0, 7), f"pad{i}") for i in range(4))
     pool = data.draw(st.sampled_from([None, (2, False), (3, True), (3, False)]), "pool")
     cin = data.draw(st.integers(1, 3 * cfg.rows + 1), "cin")
     cout = data.draw(st.integers(1, 2 * cfg.cols + 3), "cout")
@@ -321,12 +338,12 @@ def test_conv_property(bench, data):
     w = data.draw(st.integers(lo, 14), "w")
     in_h, in_w = (h, w) if pool is None else (pool_out_size(h, pool[0], 2, 0, pool[1]),
                                               pool_out_size(w, pool[0], 2, 0, pool[1]))
-    if in_h + 2 * pad < dil * (k - 1) + 1 or in_w + 2 * pad < dil * (k - 1) + 1:
+    if in_h + pad[0] + pad[2] < dil * (kh - 1) + 1 or in_w + pad[1] + pad[3] < dil * (kw - 1) + 1:
         return  # no output pixel
     seed = data.draw(st.integers(0, 2**32 - 1), "seed")
     rng = np.random.default_rng(seed)
-    writes, cmd, shape, expect = conv_case(cfg, rng, cin=cin, cout=cout, h=h, w=w, k=k, stride=s, pad=pad,
-                                           dil=dil, pool=pool)
+    writes, cmd, shape, expect = conv_case(cfg, rng, cin=cin, cout=cout, h=h, w=w, k=(kh, kw), stride=(sy, sx),
+                                           pad=pad, dil=dil, pool=pool)
     n = shape[0] * shape[1] * cdiv(shape[2], cfg.rows)
     sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=data.draw(st.sampled_from([0, 0.4])))
     if check_command(cfg, cmd) == ErrorCode.IBUF_OVERFLOW:

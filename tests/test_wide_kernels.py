@@ -1,0 +1,108 @@
+"""Kernels up to 7x7 (1xK, Kx1), strides up to 4 and asymmetric padding through the whole software path:
+capture (zero pads folded into the next convolution), quantization, compilation and the golden machine,
+exact against ``quant.golden.run`` on every stored tensor."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hw.isa import EngineConfig, Opcode, unpack_command
+from quant import golden
+from quant.graph import UnsupportedModelError, capture
+from quant.quantize import quantize_model
+from sw.compiler import compile_graph
+
+from .test_compiler import _check_all_tensors
+
+
+class _TfSame(nn.Module):
+    """A TensorFlow-style network: SAME padding written as explicit pads before valid convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad1 = nn.ZeroPad2d((2, 3, 2, 3))          # 7x7/2 SAME on an even input: more after
+        self.conv1 = nn.Conv2d(3, 16, 7, stride=2)
+        self.conv2 = nn.Conv2d(16, 24, (1, 3))
+        self.conv3 = nn.Conv2d(24, 24, (3, 1), padding=(1, 0))
+        self.pad4 = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
+        self.conv4 = nn.Conv2d(24, 32, 3, stride=2)
+        self.conv5 = nn.Conv2d(32, 16, 5, stride=3, padding=2)
+        self.conv6 = nn.Conv2d(16, 8, 4, stride=4)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(self.pad1(x)))
+        x = F.relu(self.conv2(F.pad(x, (1, 1))))         # F.pad on the width only
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(self.pad4(x)))
+        x = F.relu(self.conv5(x))
+        return self.conv6(F.pad(F.pad(x, (0, 1, 0, 0)), (0, 0, 1, 0)))   # two pads add up
+
+
+def _quantized(model, shape, seed=0):
+    torch.manual_seed(seed)
+    calib = torch.randn(4, *shape)
+    qg = quantize_model(model.eval(), calib)
+    return qg, golden.quantize_input(calib[:1], qg.qparams(qg.inputs[0]))
+
+
+def test_pads_fold_into_the_next_convolution():
+    g = capture(_TfSame().eval(), (3, 32, 30))
+    pads = {c.name: c.padding for c in g.convs()}
+    assert pads == {"conv1": (2, 2, 3, 3), "conv2": (0, 1, 0, 1), "conv3": (1, 0, 1, 0), "conv4": (0, 0, 1, 1),
+                    "conv5": (2, 2, 2, 2), "conv6": (1, 0, 0, 1)}
+    assert [type(n).__name__ for n in g.nodes].count("Conv") == len(g.nodes) - 1  # no pad node left
+
+
+def test_folded_pads_equal_the_float_model():
+    """The captured graph with pads folded computes what the PyTorch model computes (float)."""
+    from quant.graph import run_float
+
+    model = _TfSame().eval()
+    x = torch.randn(1, 3, 32, 30)
+    g = capture(model, (3, 32, 30))
+    got = run_float(g, x)[g.outputs[0]]
+    with torch.no_grad():
+        want = model(x)
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+
+
+@pytest.mark.parametrize("cfg", [EngineConfig(), EngineConfig(rows=2, cols=4, ibuf_depth=1024, acc_depth=16)],
+                         ids=["8x16", "2x4-small-buffer"])
+def test_tf_same_network_compiles_and_is_exact(cfg):
+    qg, x_q = _quantized(_TfSame(), (3, 32, 30))
+    prog = compile_graph(qg, cfg, reuse_memory=False)
+    names = _check_all_tensors(qg, prog, x_q)
+    assert {"conv1", "conv2", "conv3", "conv4", "conv5", "conv6"} <= set(names)
+    kernels = set()
+    for s in prog.steps:
+        op, c = unpack_command(s.command)
+        if op == Opcode.CONV:
+            kernels.add((c.kh, c.kw, c.sy, c.sx))
+    # conv1 runs pixel-pair packed (7x4 kernel, stride 1 across) on the 8-row array
+    assert {(1, 3, 1, 1), (3, 1, 1, 1), (3, 3, 2, 2), (5, 5, 3, 3), (4, 4, 4, 4)} <= kernels
+    assert ((7, 4, 2, 1) if cfg.rows >= 6 else (7, 7, 2, 2)) in kernels
+
+
+def test_squeezenet10_stem_packed_and_banded():
+    """A 7x7/2 conv with 3 inputs and 96 filters (SqueezeNet 1.0's conv1) and its max pool, small buffer:
+    many bands, the packed input, exact."""
+    model = nn.Sequential(nn.Conv2d(3, 96, 7, stride=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(96, 16, 1), nn.ReLU())
+    qg, x_q = _quantized(model, (3, 61, 57), seed=3)
+    prog = compile_graph(qg, EngineConfig(ibuf_depth=1024), reuse_memory=False)
+    _check_all_tensors(qg, prog, x_q)
+    conv1 = [s for s in prog.steps if s.layer == "0"]
+    assert len(conv1) > 1 and all("packed" in s.detail for s in conv1)
+
+
+@pytest.mark.parametrize("model,match", [
+    (nn.Sequential(nn.ConstantPad2d(1, 0.5), nn.Conv2d(3, 8, 3)), r"^0: pad mode 'constant' value 0.5"),
+    (nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(2)), r"^0: a zero pad is supported only as the input of a "
+                                                       r"convolution .* read by 1"),
+    (nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 8, 3)), r"^0: module ReflectionPad2d is not supported"),
+], ids=["nonzero-value", "pad-before-pool", "reflection"])
+def test_pads_that_cannot_fold_are_refused_by_name(model, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        capture(model.eval(), (3, 8, 8))
