@@ -138,6 +138,9 @@ class QConv(QNode):
     s_in: float
     s_out: float
     groups: ClassVar[int] = 1
+    #: A depthwise convolution stored dense: ``weight[c, k]`` is zero for ``k != c`` (the golden arithmetic is
+    #: the dense convolution's, exactly); the compiler gives each output tile only its own input channels.
+    depthwise: bool = False
 
     @property
     def in_channels(self) -> int:

@@ -81,7 +81,8 @@ class _Planning:
             readers = g.consumers(inp)
             r0 = readers[0] if len(readers) == 1 else None
             if (isinstance(r0, QConv) and r0.name not in fire_members and r0.stride[1] == 2
-                    and r0.in_channels <= cfg.rows // 2 and r0.dilation == (1, 1)):
+                    and r0.in_channels <= cfg.rows // 2 and r0.dilation == (1, 1)
+                    and not r0.depthwise):
                 self.packed_inputs[inp] = r0.in_channels
         ops = []
         for node in g.nodes:
@@ -114,7 +115,7 @@ class _Planning:
                 reader = readers[0] if len(readers) == 1 else None
                 # Fusable into the load of its only reader: a plain convolution or a Fire squeeze.
                 fuse = (why is None and node.name not in g.outputs and isinstance(reader, QConv)
-                        and (reader.name not in fire_members or reader.name in squeezes))
+                        and not reader.depthwise and (reader.name not in fire_members or reader.name in squeezes))
                 if fuse:
                     self.fused_pools[node.name] = node
                     continue
