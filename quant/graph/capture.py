@@ -495,27 +495,66 @@ class _Capture:
         self._fuse(src, n)
 
     def _check_adds(self) -> None:
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             if not isinstance(node, Add):
                 continue
             convs = [self.nodes[i] for i in node.inputs]
-            for c in convs:
-                if not isinstance(c, Conv) or c.relu:
-                    raise UnsupportedModelError(
-                        f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
+            why = self._dual_refusal(node, convs)
+            if why is None:
+                continue
+            # One operand that is not such a convolution (an identity shortcut, a projection of another
+            # geometry): written as an identity convolution with the other operand's geometry.
+            for k in (1, 0):
+                if self._dual_refusal(node, convs, identity=k) is None:
+                    self._identity_operand(node, k, convs[1 - k])
+                    break
+            else:
+                raise UnsupportedModelError(why)
+
+    def _dual_refusal(self, node: Add, convs: list, identity: int | None = None) -> str | None:
+        """Why ``node`` cannot run as one dual convolution (None when it can); with ``identity`` = k, operand
+        k would be an identity convolution in the other operand's geometry."""
+        for i, c in enumerate(convs):
+            if i == identity:
+                continue
+            if not isinstance(c, Conv) or c.relu:
+                return (f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
                         f"(the add is computed as one dual convolution), got {c.op}"
                         f"{' with ReLU' if isinstance(c, Conv) and c.relu else ''}")
-                users = [m for m in self.nodes.values() if c.name in m.inputs]
-                if users != [node]:
-                    raise UnsupportedModelError(f"{node.name}: operand {c.name!r} is also read by "
-                                                f"{[u.name for u in users if u is not node]}")
-            a, b = convs
-            geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
-            geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
-            if geo_a != geo_b or a.shape != b.shape:
-                raise UnsupportedModelError(
-                    f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
+            users = [m for m in self.nodes.values() if c.name in m.inputs]
+            if users != [node]:
+                return f"{node.name}: operand {c.name!r} is also read by {[u.name for u in users if u is not node]}"
+        if identity is not None:
+            conv, other = convs[1 - identity], self.nodes[node.inputs[identity]]
+            (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+            if (conv.stride != (1, 1) or tuple(other.shape) != tuple(conv.shape) or pt % dy or pl % dx
+                    or pt // dy >= conv.kernel_size[0] or pl // dx >= conv.kernel_size[1]):
+                return f"{node.name}: the shortcut {other.name!r} does not line up with {conv.name!r}"
+            return None
+        a, b = convs
+        geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
+        geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
+        if geo_a != geo_b or a.shape != b.shape:
+            return (f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
                     f"dilation to run as one dual convolution: {a.name} {geo_a} vs {b.name} {geo_b}")
+        return None
+
+    def _identity_operand(self, node: Add, k: int, conv: Conv) -> None:
+        """Replace operand ``k`` of ``node`` by an identity convolution of it in ``conv``'s geometry."""
+        src = node.inputs[k]
+        c = self.nodes[src].shape[0]
+        (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+        weight = np.zeros((c, c, *conv.kernel_size))
+        weight[np.arange(c), np.arange(c), pt // dy, pl // dx] = 1.0
+        ident = Conv(name=f"{node.name}.identity", inputs=(src,), shape=tuple(conv.shape), weight=weight,
+                     bias=np.zeros(c), stride=(1, 1), padding=conv.padding, dilation=conv.dilation, groups=1,
+                     in_shape=tuple(self.nodes[src].shape))
+        inputs = list(node.inputs)
+        inputs[k] = ident.name
+        node.inputs = tuple(inputs)
+        order = list(self.nodes.values())
+        order.insert(order.index(node), ident)
+        self.nodes = {n.name: n for n in order}
 
 
 def capture(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> Graph:
