@@ -282,7 +282,8 @@ def _print_output(name: str, values, real, top: int) -> None:
     flat, rflat = np.asarray(values).reshape(-1), np.asarray(real, dtype=np.float64).reshape(-1)
     if flat.size <= max(top, 10):
         ints = "" if flat.dtype.kind == "f" else f" {flat.tolist()}"
-        print(f"  {name} {list(np.shape(values))}:{ints} = {np.array2string(rflat, precision=4, separator=', ')}")
+        print(f"  {name} {list(np.shape(values))}:{ints} = "
+              f"{np.array2string(rflat, precision=4, separator=', ', max_line_width=10_000)}")
         return
     order = np.argsort(-rflat, kind="stable")[:top]
     print(f"  {name} {list(np.shape(values))}: top {top}: "
