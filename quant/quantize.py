@@ -489,7 +489,7 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
             if isinstance(node, Conv):
                 t_in = terms[0][1]
                 nodes.append(QConv(inputs=(t_in,), weight=ws[0], zp_in=qp[t_in].zero_point,
-                                   in_shape=geo.in_shape, s_in=s_ins[0], **common))
+                                   in_shape=geo.in_shape, s_in=s_ins[0], depthwise=geo.depthwise, **common))
             else:
                 ta, tb = terms[0][1], terms[1][1]
                 nodes.append(QDualConv(inputs=(ta, tb), weight_a=ws[0], weight_b=ws[1],

@@ -305,8 +305,10 @@ class _Capture:
         else:
             src = self._tensor(n.args[0], n)
         in_shape = self.nodes[src].shape
-        if m.groups != 1:
-            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported")
+        depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        if m.groups != 1 and not depthwise:
+            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported (only "
+                                       f"depthwise: groups = input channels = output channels)")
         if m.padding_mode != "zeros":
             raise self._unsupported(n, f"padding_mode={m.padding_mode!r} is not supported (zeros only)")
         kh, kw = m.kernel_size
@@ -322,11 +324,15 @@ class _Capture:
             pad = (py, px, py, px)
         pad = tuple(a + b for a, b in zip(pad, extra, strict=True))
         w = m.weight.detach().double().numpy().copy()
+        if depthwise:  # dense, zero off the diagonal: the arithmetic of the dense convolution is the same
+            dense = np.zeros((m.out_channels, m.in_channels, kh, kw))
+            dense[np.arange(m.out_channels), np.arange(m.out_channels)] = w[:, 0]
+            w = dense
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None
              else np.zeros(m.out_channels, dtype=np.float64))
         self._add(Conv(name=str(n.target), inputs=(src,), shape=self._shape(n), weight=w, bias=b,
                        stride=_pair(m.stride, self._path(n)), padding=pad, dilation=dil, groups=1,
-                       in_shape=in_shape), n)
+                       in_shape=in_shape, depthwise=depthwise), n)
 
     def _bn(self, n: fx.Node, m: nn.BatchNorm2d) -> None:
         src = self._tensor(n.args[0], n)

@@ -53,7 +53,7 @@ class Conv(Node):
     padding : (int, int, int, int)
         Zero padding ``(top, left, bottom, right)``.
     groups : int
-        Always 1 after capture (grouped convolutions are rejected).
+        Always 1 after capture (a depthwise convolution is stored dense, other groupings are rejected).
     relu : bool
         A ReLU follows (fused).
     in_shape : (int, int, int)
@@ -72,6 +72,9 @@ class Conv(Node):
     relu: bool = False
     in_shape: tuple[int, ...]
     folded: tuple[str, ...] = ()
+    #: A depthwise convolution (``groups = in = out channels``) stored dense: ``weight[c, k]`` is zero for
+    #: ``k != c`` (``groups`` stays 1); the compiler runs each output tile on its own input channels.
+    depthwise: bool = False
 
     @property
     def in_channels(self) -> int:

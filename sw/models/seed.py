@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .mobilenet_ssd import mobilenet_ssd
 from .squeezenet10 import squeezenet10
 from .squeezenext import squeezenext
 
@@ -18,6 +19,7 @@ __all__ = ["SEED_NETWORKS", "seed_model", "quantized_seed", "seed_input"]
 SEED_NETWORKS = {
     "squeezenet10": "SqueezeNet 1.0 (seed 002): 7x7/2 conv1 with 96 filters, eight Fire modules, conv10",
     "squeezenext": "SqueezeNext-23 (seed 002): 7x7/2 stem, 21 blocks 1x1-1x1-3x1-1x3-1x1 with shortcuts",
+    "mobilenet_ssd": "MobileNetV1 + SSD 300 (seed 003): depthwise-separable backbone, extras and heads",
 }
 
 
@@ -29,6 +31,8 @@ def seed_model(name: str, reduced: bool = False) -> tuple[torch.nn.Module, tuple
     if name == "squeezenext":
         return (squeezenext(width=0.5, num_classes=16, blocks=(2, 2, 2, 1)), (3, 64, 64)) if reduced else \
             (squeezenext(), (3, 224, 224))
+    if name == "mobilenet_ssd":
+        return (mobilenet_ssd(alpha=0.25), (3, 64, 64)) if reduced else (mobilenet_ssd(), (3, 300, 300))
     raise ValueError(f"unknown seed network {name!r}; choose from {list(SEED_NETWORKS)}")
 
 
