@@ -106,3 +106,43 @@ def test_squeezenet10_stem_packed_and_banded():
 def test_pads_that_cannot_fold_are_refused_by_name(model, match):
     with pytest.raises(UnsupportedModelError, match=match):
         capture(model.eval(), (3, 8, 8))
+
+
+class _Shortcuts(nn.Module):
+    """Adds the dual convolution could not take before: an identity shortcut, a 1x1 + 3x3 pair, a chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 16, 1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        self.c = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.d = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = torch.relu(self.a(x) + x)                 # identity shortcut
+        z = torch.relu(self.b(y) + self.d(y))         # 3x3 + 1x1: the 1x1's output through an identity
+        return self.c(z) + z                          # identity in a dilated 3x3's geometry
+
+
+def test_identity_shortcuts_run_as_dual_convolutions():
+    model = _Shortcuts().eval()
+    g = capture(model, (3, 12, 10))
+    idents = [n for n in g.nodes if n.name.endswith(".identity")]
+    assert [n.name for n in idents] == ["add_1.identity"] and idents[0].inputs == ("d",)
+    assert idents[0].weight[3, 3, 1, 1] == 1.0 and np.count_nonzero(idents[0].weight) == 16
+    # conv(x) + x: the identity joins the convolution's own weights, at the tap reading the pixel itself
+    c = g["add_2"]
+    assert type(c).__name__ == "Conv" and c.folded[-1] == "add_2" and c.kernel_size == (3, 3)
+    w = model.c.weight.detach().double().numpy()
+    np.testing.assert_allclose(c.weight[:, :, 1, 1] - w[:, :, 1, 1], np.eye(16))
+    assert g["add"].relu and g["add"].kernel_size == (1, 1)
+    from quant.graph import run_float
+
+    x = torch.randn(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.allclose(run_float(g, x)[g.outputs[0]], model(x), atol=1e-5)
+    qg, x_q = _quantized(model, (3, 12, 10), seed=5)
+    prog = compile_graph(qg, EngineConfig(rows=4, cols=8, ibuf_depth=512, acc_depth=32), reuse_memory=False)
+    _check_all_tensors(qg, prog, x_q)

@@ -546,12 +546,22 @@ class _Capture:
         return None
 
     def _identity_operand(self, node: Add, k: int, conv: Conv) -> None:
-        """Replace operand ``k`` of ``node`` by an identity convolution of it in ``conv``'s geometry."""
+        """Replace operand ``k`` of ``node`` by an identity convolution of it in ``conv``'s geometry; when the
+        convolution reads that very tensor (``conv(x) + x``), add the identity to its weights instead."""
         src = node.inputs[k]
         c = self.nodes[src].shape[0]
         (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
         weight = np.zeros((c, c, *conv.kernel_size))
         weight[np.arange(c), np.arange(c), pt // dy, pl // dx] = 1.0
+        if conv.inputs[0] == src:
+            conv.weight = conv.weight + weight
+            conv.relu = node.relu
+            conv.folded += (node.name,)
+            order = [n for n in self.nodes.values() if n is not node]
+            del self.nodes[conv.name]
+            conv.name = node.name
+            self.nodes = {n.name: n for n in order}
+            return
         ident = Conv(name=f"{node.name}.identity", inputs=(src,), shape=tuple(conv.shape), weight=weight,
                      bias=np.zeros(c), stride=(1, 1), padding=conv.padding, dilation=conv.dilation, groups=1,
                      in_shape=tuple(self.nodes[src].shape))

@@ -9,7 +9,7 @@ from hw.layout import cdiv, pack_conv_blob
 from quant.quantize import QDualConv, QMaxPool
 
 from .packing import pair_packed_conv
-from .planning import _Op
+from .planning import _Op, dual_pad_zero_point
 from .program import MAX_CB, MAX_DIM, CompileError, Root, Step, TensorView
 
 
@@ -107,7 +107,7 @@ class _Emission:
         if isinstance(node, QDualConv):
             in_view = src
             w_log = node.weight
-            zp_pad = node.zp_a
+            zp_pad = dual_pad_zero_point(node)
         else:
             in_view = src
             w_log = node.weight

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from hw.isa import MAX_KERNEL, MAX_STRIDE, EngineConfig
 from hw.layout import cdiv
 from quant.graph import HostOp
@@ -31,6 +33,25 @@ def _pool_fusable(p: QMaxPool, cfg: EngineConfig) -> str | None:
         return f"max pool stride {p.stride} (the engine pools with stride 2)"
     if max(p.padding) > 1:
         return f"max pool padding {p.padding} (at most 1)"
+    return None
+
+
+def _never_padded(w: np.ndarray, node) -> bool:
+    """Every nonzero weight of ``w`` sits at a tap that never reads padding (the tap reading the output
+    pixel's own input pixel, stride 1): then the value padding feeds those lanes does not matter."""
+    (pt, pl, pb, pr), (dy, dx) = node.padding, node.dilation
+    taps = np.argwhere(np.abs(w).sum(axis=(0, 1)) != 0)
+    return node.stride == (1, 1) and (pt, pl) == (pb, pr) and all(ky * dy == pt and kx * dx == pl for ky, kx in taps)
+
+
+def dual_pad_zero_point(node) -> int | None:
+    """The zero point a dual convolution's padded taps read on every lane (the engine pads with one), or None
+    when neither works: ``zp_a`` if the ``b`` weights never read padding (an identity shortcut), ``zp_b`` if the
+    ``a`` weights never do."""
+    if not any(node.padding) or node.zp_a == node.zp_b or _never_padded(node.weight_b, node):
+        return node.zp_a
+    if _never_padded(node.weight_a, node):
+        return node.zp_b
     return None
 
 
@@ -105,7 +126,7 @@ class _Planning:
                 ops.append(self._op_for_input(_Op("conv", node.name, node, src=node.inputs[0], out=node.name)))
             elif isinstance(node, QDualConv):
                 _check_conv(node, cfg)
-                if any(node.padding) and node.zp_a != node.zp_b:
+                if dual_pad_zero_point(node) is None:
                     raise CompileError(node.name, "a padded residual add whose two inputs have different zero "
                                                   "points (the engine pads with one zero point)")
                 ops.append(_Op("conv", node.name, node, src=f"{node.name}:in", out=node.name))
