@@ -83,15 +83,10 @@ class MobileNetSSD(nn.Module):
 def mobilenet_ssd(seed: int = 0, classes: int = 21, alpha: float = 1.0) -> MobileNetSSD:
     """:class:`MobileNetSSD` initialised after ``torch.manual_seed(seed)``, BatchNorm statistics from the same
     seed, in eval mode."""
+    from .squeezenext import seeded_batchnorm
+
     torch.manual_seed(seed)
-    model = MobileNetSSD(classes, alpha)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.0)
-    return model.eval()
+    return seeded_batchnorm(MobileNetSSD(classes, alpha))
 
 
 def ssd_priors(maps: tuple[int, ...], image_size: int):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SqueezeNextBlock", "SqueezeNext", "squeezenext", "SQNXT23_BLOCKS"]
+__all__ = ["SqueezeNextBlock", "SqueezeNext", "squeezenext", "SQNXT23_BLOCKS", "seeded_batchnorm"]
 
 #: Blocks per stage of 1.0-SqNxt-23.
 SQNXT23_BLOCKS = (6, 6, 8, 1)
@@ -85,7 +85,12 @@ def squeezenext(seed: int = 0, num_classes: int = 1000, width: float = 1.0, bloc
     """:class:`SqueezeNext` initialised after ``torch.manual_seed(seed)``, BatchNorm statistics drawn from
     the same seed (so that folding them changes the weights), in eval mode."""
     torch.manual_seed(seed)
-    model = SqueezeNext(num_classes, width, blocks)
+    return seeded_batchnorm(SqueezeNext(num_classes, width, blocks))
+
+
+def seeded_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, every BatchNorm's statistics and scale drawn from torch's current seed (so
+    that folding them changes the weights, as trained statistics would)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
