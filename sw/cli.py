@@ -257,20 +257,30 @@ def _is_user_model(text: str) -> bool:
 
 
 def _user_model(args, pictures=()):
-    """The model of ``kindling run`` / ``kindling compile`` (a .tflite file or a PyTorch factory)."""
+    """The model of ``kindling run`` / ``kindling compile`` (a .tflite file or a PyTorch factory); ``compile``
+    without ``--calibrate`` quantizes on seeded noise (the schedule does not depend on the scales)."""
     from sw.usermodel import load_model
 
     shape = tuple(args.input_shape) if getattr(args, "input_shape", None) else (3, 224, 224)
     return load_model(args.network, calibrate=getattr(args, "calibrate", None),
                       preprocess=getattr(args, "preprocess", None), input_shape=shape,
-                      calibration_inputs=list(pictures))
+                      calibration_inputs=list(pictures), noise_calibration=args.func is cmd_compile)
 
 
 def cmd_compile_model(args) -> int:
-    """``kindling compile MODEL``: where each operator runs (and why not on the engine), then the schedule."""
+    """``kindling compile MODEL``: where each operator runs (and why not on the engine), then the schedule;
+    for a model the pipeline refuses, every refusal, one a line."""
+    from quant.graph import UnsupportedModelError
     from sw.usermodel import compile_model
 
-    model = _user_model(args, getattr(args, "inputs", ()) or ())
+    try:
+        model = _user_model(args, getattr(args, "inputs", ()) or ())
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        for line in e.refusals:
+            print(f"kindling: refused: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(model.describe())
     print(compile_model(model, args.config).summary())
     return 0
@@ -297,9 +307,17 @@ def cmd_run(args) -> int:
 
     if not _is_user_model(args.network):
         raise InputError(f"{args.network}: a model is a .tflite file or a package.module:function PyTorch factory")
+    from quant.graph import UnsupportedModelError
+
     for path in args.inputs:
         check_input_file(path, "a picture or a .npy input")
-    model = _user_model(args, args.inputs)
+    try:
+        model = _user_model(args, args.inputs)
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        raise InputError(f"{e} (and {len(e.refusals) - 1} more: kindling compile {args.network} lists them)") \
+            from None
     xs = [load_input(p, model.input_shape, model.preprocess) for p in args.inputs]
     runs = run_model(model, xs, backend=args.backend, config=args.config, check=not args.no_check, port=args.port,
                      progress=not args.quiet, clock_mhz=args.clock)

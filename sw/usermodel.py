@@ -142,12 +142,14 @@ def _int8_input(x: np.ndarray, qparams, preprocess: str) -> np.ndarray:
 
 
 def load_model(spec: str, *, calibrate: str | None = None, preprocess: str | None = None,
-               input_shape: tuple[int, int, int] = (3, 224, 224), calibration_inputs: list | None = None
-               ) -> UserModel:
+               input_shape: tuple[int, int, int] = (3, 224, 224), calibration_inputs: list | None = None,
+               noise_calibration: bool = False) -> UserModel:
     """Read a ``.tflite`` file or call a PyTorch factory; quantize a PyTorch model.
 
     ``calibrate`` is a folder of pictures (or ``.npy`` inputs) for a PyTorch model; without it the
-    ``calibration_inputs`` (the pictures it will run on) calibrate. ``preprocess`` defaults to
+    ``calibration_inputs`` (the pictures it will run on) calibrate, or with ``noise_calibration`` seeded
+    noise (enough for a schedule: it does not depend on the scales). The model is captured first, so
+    that a refusal comes before any calibration. ``preprocess`` defaults to
     ``minus128`` for TFLite and ``imagenet`` for PyTorch. Refusals (an operator or a layer the
     pipeline cannot run) raise :class:`~quant.graph.UnsupportedModelError` naming it.
     """
@@ -160,17 +162,22 @@ def load_model(spec: str, *, calibrate: str | None = None, preprocess: str | Non
         low = lower(import_tflite(spec))
         shape = tuple(low.qgraph[low.qgraph.inputs[0]].shape)
         return UserModel(Path(spec).name, "tflite", low.qgraph, shape, preprocess or "minus128", low)
+    from quant.graph import capture
     from quant.quantize import quantize_model
 
     preprocess = preprocess or "imagenet"
     model = _factory(spec)
+    capture(model, tuple(input_shape))    # refusals first
     files = _pictures_in(calibrate) if calibrate else list(calibration_inputs or [])
-    if not files:
+    if files:
+        xs = [load_input(f, input_shape, preprocess) for f in files]
+        if any(x.dtype == np.int8 for x in xs):
+            raise ValueError("--preprocess minus128 gives int8 inputs: a PyTorch model takes real values")
+        calib = torch.from_numpy(np.stack(xs).astype(np.float32))
+    elif noise_calibration:
+        calib = torch.randn((4, *input_shape), generator=torch.Generator().manual_seed(0))
+    else:
         raise ValueError(f"{spec}: no calibration pictures (give --calibrate DIR)")
-    xs = [load_input(f, input_shape, preprocess) for f in files]
-    if any(x.dtype == np.int8 for x in xs):
-        raise ValueError("--preprocess minus128 gives int8 inputs: a PyTorch model takes real values")
-    calib = torch.from_numpy(np.stack(xs).astype(np.float32))
     qg = quantize_model(model, calib, input_shape)
     return UserModel(spec, "torch", qg, tuple(input_shape), preprocess)
 

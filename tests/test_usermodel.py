@@ -172,3 +172,16 @@ def test_cli_run_refuses_an_unsupported_layer_in_one_line(tmp_path, factory, mes
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines() == [message], r.stderr
     assert r.stdout == ""
+
+
+def test_cli_compile_lists_every_refusal_and_run_the_first(tmp_path):
+    r = _cli("compile", "tests.factories:with_two_refusals", "--input-shape", "4,12,12")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == ["kindling: refused: sigmoid: function sigmoid is not supported",
+                                     "kindling: refused: b: grouped convolution (groups=2) is not supported (only "
+                                     "depthwise: groups = input channels = output channels)"], r.stderr
+    (pic,) = _pictures(tmp_path, 1, 5)
+    r = _cli("run", "tests.factories:with_two_refusals", str(pic), "--input-shape", "4,12,12", "--preprocess", "raw")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["kindling: error: sigmoid: function sigmoid is not supported (and 1 more: "
+                                     "kindling compile tests.factories:with_two_refusals lists them)"], r.stderr

@@ -53,11 +53,19 @@ def _pair(v, what: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
+class _Refused:
+    """The value of an fx node that was refused (or reads one): its readers are skipped, not refused again."""
+
+
 class _Pad:
     """A zero pad waiting for the convolution that reads it: ``src`` tensor, ``(top, left, bottom, right)``."""
 
     def __init__(self, src: str, pad: tuple[int, int, int, int], path: str):
         self.src, self.pad, self.path = src, pad, path
+
+
+class _SkipNode(Exception):
+    """Raised when a node reads a refused value: the node is skipped (its refusal is its input's)."""
 
 
 def _bind(args, kwargs, names: list[str], defaults: dict) -> dict:
@@ -123,6 +131,8 @@ class _Capture:
         return self._real_users(self.head[name]) == [user]
 
     def _tensor(self, a: Any, n: fx.Node) -> str:
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Refused):
+            raise _SkipNode
         if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Pad):
             raise UnsupportedModelError(f"{self.value[a].path}: a zero pad is supported only as the input of a "
                                         f"convolution (it folds into its padding), here it is read by "
@@ -171,31 +181,46 @@ class _Capture:
 
     # lowering
     def run(self) -> Graph:
+        refusals = []
         for n in self.gm.graph.nodes:
-            if n.op == "placeholder":
-                if self.inputs:
-                    raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
-                self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
-                self.inputs.append(n.name)
-            elif n.op == "get_attr":
-                raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
-                                            f"only module calls may use weights")
-            elif n.op == "output":
-                self._output(n.args[0])
-            elif self._is_alias(n):
-                self.value[n] = self._tensor(n.args[0], n)
-            elif n in self.host_ok and not self._is_device_form(n):
-                self._host(n)
-            elif n.op == "call_module":
-                self._module(n)
-            elif n.op == "call_function":
-                self._function(n)
-            elif n.op == "call_method":
-                self._method(n)
-            else:  # pragma: no cover - fx has no other opcodes
-                raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
+            try:
+                self._lower(n)
+            except _SkipNode:
+                self.value[n] = _Refused()
+            except UnsupportedModelError as e:
+                if n.op in ("placeholder", "get_attr", "output"):
+                    raise UnsupportedModelError(str(e), refusals + [str(e)]) from None
+                refusals.append(str(e))
+                self.value[n] = _Refused()
+        if refusals:
+            raise UnsupportedModelError(refusals[0], refusals)
         self._check_adds()
         return Graph(list(self.nodes.values()), self.inputs, self.outputs)
+
+    def _lower(self, n: fx.Node) -> None:
+        """One fx node into the IR (raises UnsupportedModelError naming it, or _SkipNode)."""
+        if n.op == "placeholder":
+            if self.inputs:
+                raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
+            self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
+            self.inputs.append(n.name)
+        elif n.op == "get_attr":
+            raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
+                                        f"only module calls may use weights")
+        elif n.op == "output":
+            self._output(n.args[0])
+        elif self._is_alias(n):
+            self.value[n] = self._tensor(n.args[0], n)
+        elif n in self.host_ok and not self._is_device_form(n):
+            self._host(n)
+        elif n.op == "call_module":
+            self._module(n)
+        elif n.op == "call_function":
+            self._function(n)
+        elif n.op == "call_method":
+            self._method(n)
+        else:  # pragma: no cover - fx has no other opcodes
+            raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
 
     def _is_device_form(self, n: fx.Node) -> bool:
         """Host-capable nodes with an integer lowering: channel concat and flatten(x, 1) of device tensors."""

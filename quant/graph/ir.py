@@ -9,7 +9,15 @@ import numpy as np
 
 
 class UnsupportedModelError(ValueError):
-    """The model contains an operation, or a combination, that the integer pipeline cannot represent."""
+    """The model contains an operation, or a combination, that the integer pipeline cannot represent.
+
+    The message is the first refusal; ``refusals`` lists every one that capture found (the layers that
+    only read a refused one are not refusals of their own).
+    """
+
+    def __init__(self, message: str, refusals: list[str] | None = None):
+        super().__init__(message)
+        self.refusals = refusals or [message]
 
 @dataclass(kw_only=True, eq=False)
 class Node:
