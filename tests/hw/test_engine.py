@@ -299,7 +299,7 @@ def test_error_in_the_middle_of_a_list(bench):
     """Commands before the bad one complete; the engine stops at it and names its index."""
     rng = np.random.default_rng(2)
     writes, good, shape, _ = conv_case(bench.config, rng, cin=3, cout=5, h=4, w=5, k=3, stride=1, pad=1)
-    bad = _good_conv(bench.config, sy=3)
+    bad = _good_conv(bench.config, sy=5)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
     sim, _ = bench.run(writes, [good, bad, good], [(DST, n)], cmd_addr=CMDS)
     assert Status.error_code(sim.status) == ErrorCode.BAD_STRIDE and sim.index == 1
