@@ -482,6 +482,8 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
             s_out, zp_out = qp[name].scale, qp[name].zero_point
             m0, shift = _requant_params(acc / s_out, name)
             lo, hi = relu_bounds(zp_out, node.relu)
+            if getattr(node, "relu6", False):   # 6 quantized as TFLite does: zp + round(6 / s)
+                hi = int(min(INT8_MAX, zp_out + round_half_away(np.float64(6.0 / s_out))))
             geo = src[0]
             common = dict(name=name, shape=node.shape, bias=bias, m0=m0, shift=shift, zp_out=zp_out,
                           act_min=lo, act_max=hi, stride=geo.stride, padding=geo.padding,

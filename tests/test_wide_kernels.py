@@ -146,3 +146,33 @@ def test_identity_shortcuts_run_as_dual_convolutions():
     qg, x_q = _quantized(model, (3, 12, 10), seed=5)
     prog = compile_graph(qg, EngineConfig(rows=4, cols=8, ibuf_depth=512, acc_depth=32), reuse_memory=False)
     _check_all_tensors(qg, prog, x_q)
+
+
+def test_depthwise_relu6_network_is_exact_and_close_to_float():
+    """Depthwise 3x3 and 5x5 (stride 1 and 2) with ReLU6 (nn.ReLU6, F.relu6, Hardtanh(0, 6)) captured as
+    depthwise convolutions with the clamp [zp, zp + 6/s]; every tensor exact on the golden machine."""
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, stride=2, padding=1), nn.ReLU6(),
+                          nn.Conv2d(24, 24, 3, padding=1, groups=24), nn.Hardtanh(0.0, 6.0),
+                          nn.Conv2d(24, 40, 1), nn.ReLU6(),
+                          nn.Conv2d(40, 40, 5, stride=2, padding=2, groups=40), nn.ReLU6(),
+                          nn.Conv2d(40, 16, 1)).eval()
+    g = capture(model, (3, 23, 21))
+    assert [c.depthwise for c in g.convs()] == [False, True, False, True, False]
+    assert [c.relu6 for c in g.convs()] == [True, True, True, True, False]
+    torch.manual_seed(9)
+    calib = 8 * torch.randn(4, 3, 23, 21)     # large enough for the 6 to clamp
+    qg = quantize_model(model, calib)
+    x_q = golden.quantize_input(calib[:1], qg.qparams(qg.inputs[0]))
+    dw = [n for n in qg.convs() if n.depthwise]
+    assert all(n.act_max == min(127, n.zp_out + round(6 / n.s_out)) and n.act_min == n.zp_out for n in dw)
+    # the clamp binds: calibrated through ReLU6, the int8 range ends at 6 (the clamp is then the range itself)
+    tops = [n.s_out * (n.act_max - n.zp_out) for n in qg.convs()[:4]]
+    assert max(tops) < 6.0 + 1e-6 and sum(abs(t - 6.0) < 1e-6 for t in tops) >= 2, tops
+    for cfg in (EngineConfig(), EngineConfig(rows=2, cols=4, ibuf_depth=256, acc_depth=16)):
+        prog = compile_graph(qg, cfg, reuse_memory=False)
+        _check_all_tensors(qg, prog, x_q)
+        assert sum(1 for s in prog.steps if s.detail.startswith("dw")) >= 40 // cfg.cols * 2
+    with torch.no_grad():
+        want = model(calib[:1])
+    got = golden.infer(qg, calib[:1])[0]
+    assert float((got - want).abs().max()) < 0.1 * float(want.abs().max())

@@ -286,6 +286,8 @@ class _Capture:
             self._bn(n, m)
         elif type(m) is nn.ReLU:
             self._relu(n, n.args[0])
+        elif type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+            self._relu6(n, n.args[0])
         elif isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 raise self._unsupported(n, "MaxPool2d with return_indices")
@@ -387,6 +389,17 @@ class _Capture:
             raise self._unsupported(n, f"ReLU on {node.op} {src!r}, which cannot absorb it (only a "
                                        f"convolution or an add whose output the ReLU alone reads can)")
 
+    def _relu6(self, n: fx.Node, arg) -> None:
+        """ReLU6 folded into the convolution before it: the clamp ``[zp_out, zp_out + 6 / s_out]``."""
+        src = self._tensor(arg, n)
+        node = self.nodes[src]
+        if not (isinstance(node, Conv) and self._sole_user(src, n) and not node.relu):
+            raise self._unsupported(n, f"ReLU6 on {node.op} {src!r}: only a convolution whose output the ReLU6 "
+                                       f"alone reads can absorb it")
+        node.relu = node.relu6 = True
+        node.folded += (self._path(n),)
+        self._fuse(src, n)
+
     def _maxpool(self, n, kernel, stride, padding, dilation, ceil_mode) -> None:
         src = self._tensor(n.args[0], n)
         if _pair(dilation, self._path(n)) != (1, 1):
@@ -438,6 +451,8 @@ class _Capture:
         t = n.target
         if t in _RELU_FUNCTIONS:
             self._relu(n, n.args[0] if n.args else n.kwargs["input"])
+        elif t is F.relu6:
+            self._relu6(n, n.args[0] if n.args else n.kwargs["input"])
         elif t in (torch.cat, torch.concat):
             self._concat(n)
         elif t in _ADD_FUNCTIONS:

@@ -83,6 +83,8 @@ class Conv(Node):
     #: A depthwise convolution (``groups = in = out channels``) stored dense: ``weight[c, k]`` is zero for
     #: ``k != c`` (``groups`` stays 1); the compiler runs each output tile on its own input channels.
     depthwise: bool = False
+    #: The ReLU is a ReLU6 (``min(max(y, 0), 6)``); ``relu`` is set too.
+    relu6: bool = False
 
     @property
     def in_channels(self) -> int:
