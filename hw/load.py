@@ -18,12 +18,12 @@ Padding and ceil-mode overhang never win a maximum: they contribute nothing.
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .bus import MemPortSignature
 from .isa import ADDR_BITS, CB_BITS, DIM_BITS, IBUF_ADDR_BITS, EngineConfig
+from .prefetch import prefetch_reads
 
 __all__ = ["LoadOp", "LoadUnit", "BandReader", "PoolOnLoad", "buffer_write_layout"]
 
@@ -79,24 +79,12 @@ class BandReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         op, mem = self.op, self.mem
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * self._cfg.rows, depth=self.FIFO_DEPTH)
-        wiring.connect(m, fifo.r_stream, wiring.flipped(self.words))
-        # The reservation below guarantees room: the FIFO never refuses an answer, so rsp.ready is 1.
-        m.d.comb += [fifo.w_stream.valid.eq(mem.rsp.valid), fifo.w_stream.payload.eq(mem.rsp.payload),
-                     mem.rsp.ready.eq(1)]
         active = Signal()
         word = Signal(ADDR_BITS)
-        reserved = Signal(range(self.FIFO_DEPTH + 2))  # words in the FIFO or in flight
-        issue = Signal()
         pixel = Signal(ADDR_BITS)    # address of the pixel being read
         block = Signal(CB_BITS)
-        m.d.comb += [
-            mem.req.valid.eq(active & (reserved < self.FIFO_DEPTH)),
-            mem.req.payload.addr.eq(pixel + block),
-            mem.req.payload.write.eq(0),
-            issue.eq(mem.req.valid & mem.req.ready),
-        ]
-        m.d.sync += reserved.eq(reserved + issue - (self.words.valid & self.words.ready))
+        issue = prefetch_reads(m, mem, self.words, active=active, addr=pixel + block, depth=self.FIFO_DEPTH,
+                               width=8 * self._cfg.rows)
         with m.If(issue):
             m.d.sync += word.eq(word + 1)
             with m.If(block == op.cb - 1):

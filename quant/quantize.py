@@ -40,7 +40,7 @@ from .arith import (
     wrap_int32,
 )
 from .calibrate import QParams, calibrate, device_tensors, qparam_groups, qparams_from_range, round_half_away
-from .graph import Add, Concat, Conv, Flatten, GlobalAvgPool, Graph, HostOp, Input, MaxPool, capture
+from .graph import Add, Concat, Conv, Flatten, GlobalAvgPool, Graph, HostOp, Input, MaxPool, MaxPoolWindow, capture
 
 __all__ = [
     "MAX_MULTIPLIER", "BIAS_LIMIT", "QTensor", "QNode", "QInput", "QConv", "QDualConv", "QMaxPool",
@@ -226,15 +226,10 @@ class QDualConv(QNode):
 
 
 @dataclass(kw_only=True, eq=False)
-class QMaxPool(QNode):
-    """Max pool on int8 (output shares the input's scale and zero point); ``padding`` is ``(py, px)``."""
+class QMaxPool(QNode, MaxPoolWindow):
+    """Max pool on int8 over a :class:`~quant.graph.MaxPoolWindow` (output shares the input's scale and zero point)."""
 
     op: ClassVar[str] = "maxpool"
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    ceil_mode: bool
-    in_shape: tuple[int, ...]
 
 
 @dataclass(kw_only=True, eq=False)
@@ -501,9 +496,7 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
         elif isinstance(node, Conv):
             continue  # an operand of a dual convolution
         elif isinstance(node, MaxPool):
-            nodes.append(QMaxPool(name=name, inputs=node.inputs, shape=node.shape, kernel=node.kernel,
-                                  stride=node.stride, padding=node.padding, ceil_mode=node.ceil_mode,
-                                  in_shape=node.in_shape))
+            nodes.append(QMaxPool(name=name, inputs=node.inputs, shape=node.shape, **node.window()))
         elif isinstance(node, GlobalAvgPool):
             nodes.append(_quantize_gap(node, qp[node.inputs[0]], qp[name]))
         elif isinstance(node, Concat):

@@ -15,13 +15,12 @@ nearest-even) where the golden model uses gemmlowp's fixed-point
 boundaries; everything else (accumulation, zero points, padding, clamping)
 must agree exactly.
 
-Run ``python -m quant.torch_ref`` for the agreement table over every Fire
+Run ``python -m tools.torch_ref`` for the agreement table over every Fire
 module convolution of SqueezeNet 1.1 (needs the shared data).
 """
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from .golden import conv_accumulate, run_conv
 from .quantize import QConv, QGraph
 
 __all__ = ["qnnpack_conv", "fp32_requantize", "Agreement", "compare_conv", "compare_fire_convs",
-           "format_table", "main"]
+           "format_table"]
 
 
 def qnnpack_conv(x, node: QConv) -> np.ndarray:
@@ -173,29 +172,3 @@ def format_table(rows: list[Agreement]) -> str:
         lines.append(f"| {name} | {r.outputs} | {100 * r.exact_rate:.3f} | {100 * r.within1_rate:.3f} | "
                      f"{r.max_diff} | {100 * r.acc_match_rate:.3f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m quant.torch_ref``: golden vs QNNPACK on SqueezeNet 1.1's Fire convolutions."""
-    from sw.models.squeezenet import CALIBRATION_KINDS, load_squeezenet11, quantize_squeezenet11
-    from sw.shared import imagenet_preprocess, require_shared
-
-    from . import golden
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--images", nargs="+", default=["images/coco_cat.jpg", "images/coco_dog.jpg"],
-                   help="images (paths relative to the shared directory), ImageNet preprocessing")
-    p.add_argument("--calibration", choices=CALIBRATION_KINDS, default="imagenet")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    q = quantize_squeezenet11(args.calibration, load_squeezenet11())
-    runs = [golden.run(q, golden.quantize_input(imagenet_preprocess(require_shared(img)), q.qparams(q.inputs[0])))
-            for img in args.images]
-    print(f"SqueezeNet 1.1, calibration {args.calibration!r}, images {', '.join(args.images)}; "
-          f"torch {torch.__version__}, engine qnnpack")
-    print(format_table(compare_fire_convs(q, runs)))
-
-
-if __name__ == "__main__":
-    main()

@@ -347,8 +347,11 @@ def cmd_frcnn(args) -> int:
 
 
 def _add_common(p, *, link_timeout: bool = True):
-    p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
-                   help="where the engine runs (default: golden model)")
+    from sw.backends import BACKENDS
+
+    p.add_argument("--backend", choices=list(BACKENDS), default="golden",
+                   help="where the engine runs: " + "; ".join(f"{k}: {e.summary}" for k, e in BACKENDS.items())
+                   + " (default: golden)")
     p.add_argument("--port", help="serial port of the board (with --backend serial), or sim:<board>")
     if link_timeout:
         p.add_argument("--timeout", type=_bounded(float, 0.0), default=None,

@@ -36,25 +36,9 @@ The package by what it holds: :mod:`.ir` (the nodes and the graph),
 interpreter, :func:`run_float`).
 """
 
+from . import ir
 from .capture import capture
 from .interpret import run_float
-from .ir import (
-    Add,
-    Concat,
-    Conv,
-    Flatten,
-    GlobalAvgPool,
-    Graph,
-    HostOp,
-    Input,
-    MaxPool,
-    Node,
-    TensorRef,
-    UnsupportedModelError,
-    maxpool_out_size,
-)
+from .ir import *  # noqa: F403 (the IR's names, listed once in ir.__all__)
 
-__all__ = [
-    "UnsupportedModelError", "Node", "Input", "Conv", "MaxPool", "GlobalAvgPool", "Concat", "Add",
-    "Flatten", "HostOp", "TensorRef", "Graph", "capture", "run_float", "maxpool_out_size",
-]
+__all__ = [*ir.__all__, "capture", "run_float"]

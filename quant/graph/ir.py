@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
+
+__all__ = ["UnsupportedModelError", "Node", "Input", "Conv", "MaxPoolWindow", "MaxPool", "GlobalAvgPool", "Concat",
+           "Add", "Flatten", "HostOp", "TensorRef", "Graph", "maxpool_out_size"]
 
 
 class UnsupportedModelError(ValueError):
@@ -100,15 +103,29 @@ class Conv(Node):
 
 
 @dataclass(kw_only=True, eq=False)
-class MaxPool(Node):
-    """Max pooling; ``padding`` is ``(py, px)`` on both sides (PyTorch's convention), dilation 1."""
+class MaxPoolWindow:
+    """A max pool's window, the same in the float graph and the integer one.
 
-    op: ClassVar[str] = "maxpool"
+    ``padding`` is ``(py, px)`` on both sides (PyTorch's convention), dilation 1; ``in_shape`` the input's
+    ``(C, H, W)``.
+    """
+
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     ceil_mode: bool
     in_shape: tuple[int, ...]
+
+    def window(self) -> dict:
+        """The window's fields, to make another node with the same window."""
+        return {f.name: getattr(self, f.name) for f in fields(MaxPoolWindow)}
+
+
+@dataclass(kw_only=True, eq=False)
+class MaxPool(Node, MaxPoolWindow):
+    """Max pooling over a :class:`MaxPoolWindow`."""
+
+    op: ClassVar[str] = "maxpool"
 
 
 @dataclass(kw_only=True, eq=False)

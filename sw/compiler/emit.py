@@ -276,12 +276,14 @@ class _Emission:
             raise CompileError(f.concat, "expand1x1 and expand3x3 must share the output quantization (concat)")
         return steps
 
+    def _one_input(self, op: _Op) -> tuple[object, TensorView, TensorView, int]:
+        """A pool's or an average's node, input and output views, and the input's channel blocks."""
+        src = self.views[op.src]
+        return op.node, src, self.views[op.out], src.cb(self.R)
+
     def _emit_pool(self, op: _Op) -> list[Step]:
         cfg, R = self.cfg, self.R
-        node = op.node
-        src = self.views[op.src]
-        out = self.views[op.out]
-        cb = src.cb(R)
+        node, src, out, cb = self._one_input(op)
         if cb > cfg.pool_max_cb:
             raise CompileError(node.name, f"{cb} channel blocks: the engine's pool holds {cfg.pool_max_cb}")
         _, h_out, w_out = node.shape
@@ -299,10 +301,7 @@ class _Emission:
 
     def _emit_gap(self, op: _Op) -> list[Step]:
         cfg, R = self.cfg, self.R
-        node = op.node
-        src = self.views[op.src]
-        out = self.views[op.out]
-        cb = src.cb(R)
+        node, src, out, cb = self._one_input(op)
         if not np.array_equal(src.lanes, np.arange(src.channels)) or out.offset != 0:
             raise CompileError(node.name, "averaging a tensor stored with gaps between its channels")
         per = cfg.ibuf_depth // (src.h * src.w)

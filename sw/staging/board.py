@@ -16,20 +16,9 @@ def connect_board(port, **serial_kw):
     (:func:`sim.link_sim.open_sim_port`; a few kilobytes per second).
     ``serial_kw`` go to :class:`sw.backends.serial.SerialBackend`.
     """
-    from sw.backends.serial import SerialBackend
+    from sw.backends import open_backend
 
-    if isinstance(port, str) and port.startswith("sim:"):
-        from sim.link_sim import open_sim_port
-
-        port = open_sim_port(port)
-        serial_kw.setdefault("timeout", 2.0)
-        serial_kw.setdefault("wait_cycles", 20_000)
-    try:
-        return SerialBackend(port, None, **serial_kw)
-    except BaseException:
-        if hasattr(port, "close"):
-            port.close()
-        raise
+    return open_backend("serial", port=port, **serial_kw)
 
 
 def board_transport(be, program: Program) -> Transport:

@@ -136,19 +136,42 @@ class StagingPlan:
     count: int
 
     @property
-    def units(self) -> int:
-        return sum(g.count for g in self.groups)
-
-    @property
     def slices(self) -> int:
         """Units beyond one per step (slices of steps too big for the board)."""
         return self.units - self.count
+
+    @property
+    def units(self) -> int:
+        """Units in all groups (one a step, more for a step cut into slices)."""
+        return sum(g.count for g in self.groups)
 
 
 def _layout(units: list[Unit], cfg: EngineConfig, profile: bool):
     area = len(units) * (cfg.cmd_words + (cfg.profile_words if profile else 0))
     merged = _merge([sp for u in units for sp in (*u.reads, *u.writes)])
     return area, merged, area + sum(e - s for s, e in merged) + sum(u.private_words for u in units)
+
+
+def _units_in_order(program: Program, first: int, count: int, board_words: int) -> list[Unit]:
+    """The units of steps ``first .. first + count - 1`` in the order they run.
+
+    The bands of a layer cut into slices run slice by slice (each slice's weights then stay on the board
+    while the bands pass); they are independent of each other.
+    """
+    per_step = [_units_of(program, i, board_words) for i in range(first, first + count)]
+    units: list[Unit] = []
+    k = 0
+    while k < count:
+        layer, n = program.steps[first + k].layer, len(per_step[k])
+        m = k + 1
+        while m < count and program.steps[first + m].layer == layer and len(per_step[m]) == n:
+            m += 1
+        if n > 1 and m - k > 1:
+            units += [per_step[b][sl] for sl in range(n) for b in range(k, m)]
+        else:
+            units += [u for b in range(k, m) for u in per_step[b]]
+        k = m
+    return units
 
 
 def plan_staging(program: Program, board_words: int, *, first: int = 0, count: int | None = None,
@@ -179,21 +202,7 @@ def plan_staging(program: Program, board_words: int, *, first: int = 0, count: i
             v = program.views[name]
             keep.append((v.addr(), (v.h * v.w - 1) * v.pix + v.cb(R)))
     keep_iv = _merge(keep)
-    per_step = [_units_of(program, i, board_words) for i in range(first, first + count)]
-    # The bands of a layer cut into slices run slice by slice (each slice's weights then stay on the board
-    # while the bands pass); they are independent of each other.
-    units: list[Unit] = []
-    k = 0
-    while k < count:
-        layer, n = program.steps[first + k].layer, len(per_step[k])
-        m = k + 1
-        while m < count and program.steps[first + m].layer == layer and len(per_step[m]) == n:
-            m += 1
-        if n > 1 and m - k > 1:
-            units += [per_step[b][sl] for sl in range(n) for b in range(k, m)]
-        else:
-            units += [u for b in range(k, m) for u in per_step[b]]
-        k = m
+    units = _units_in_order(program, first, count, board_words)
 
     def reads_of(u):
         return [*u.reads, *([(u.gather.src, u.gather.span[1] - u.gather.src)] if u.gather else [])]

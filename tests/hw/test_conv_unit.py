@@ -14,6 +14,7 @@ from hw.isa import EngineConfig
 from hw.layout import cdiv, pack_activation, pack_conv_blob
 
 from ..reference import conv_acc_reference
+from .models import stalling_memory
 
 
 def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, pad_b=None, pad_r=None, dil=1, out_hw=None,
@@ -48,21 +49,7 @@ def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, pad_b=None, p
                 assert raddr < len(ib_words), f"read beyond the tensor: {raddr}"
                 ctx.set(dut.ib_rdata, ib_words[raddr])
 
-    async def mem_model(ctx):
-        pending = []
-        req_ready = rsp_valid = False
-        async for _, _, valid, addr, rsp_ready in ctx.tick().sample(
-                dut.wmem.req.valid, dut.wmem.req.payload.addr, dut.wmem.rsp.ready):
-            if valid and req_ready:
-                pending.append(mem[addr])
-            if rsp_valid and rsp_ready:
-                pending.pop(0)
-            req_ready = stall_seed is None or rng.random() < 0.6
-            ctx.set(dut.wmem.req.ready, req_ready)
-            rsp_valid = bool(pending) and (stall_seed is None or rng.random() < 0.7)
-            ctx.set(dut.wmem.rsp.valid, rsp_valid)
-            if rsp_valid:
-                ctx.set(dut.wmem.rsp.payload, pending[0])
+    mem_model = stalling_memory(dut.wmem, mem, None if stall_seed is None else rng, p_ready=0.6, p_answer=0.7)
 
     async def out_model(ctx):
         ready = False
