@@ -1,6 +1,6 @@
 """Per-layer Verilator reports of the seed networks and of person_detect.tflite, for docs/BENCHMARKS.md.
 
-    python -m sim.bench_seed [squeezenet10 squeezenext person_detect] [--reduced]
+    python -m tools.bench_seed [squeezenet10 squeezenext person_detect] [--reduced]
 
 Every layer is compared with the golden model as it is produced; the tables print cycles, MACs and
 utilization per layer (depthwise layers are the rows marked ``dw``).
