@@ -206,7 +206,7 @@ def run_model(model: UserModel, inputs: list, *, backend: str = "golden", config
     """Run ``inputs`` (each as :func:`load_input` gives it) through the model on ``backend``."""
     from quant import golden
     from sw.driver import Driver
-    from sw.networks import open_backend
+    from sw.networks import engine_backend
     from sw.report import network_report
     from sw.runtime import Session, host_finish, run_network
 
@@ -214,7 +214,7 @@ def run_model(model: UserModel, inputs: list, *, backend: str = "golden", config
     prog = compile_model(model, config)
     g = model.qgraph
     runs = []
-    with open_backend(backend, config, prog.mem_words, port=port) as transport:
+    with engine_backend(backend, config, prog.mem_words, port=port) as transport:
         session = Session(prog, Driver(transport, config, timed=backend != "golden"))
         for x in inputs:
             x_q = _int8_input(np.asarray(x), g.qparams(g.inputs[0]), model.preprocess)
