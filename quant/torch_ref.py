@@ -38,18 +38,26 @@ __all__ = ["qnnpack_conv", "fp32_requantize", "Agreement", "compare_conv", "comp
 def qnnpack_conv(x, node: QConv) -> np.ndarray:
     """Run ``node`` on int8 ``x`` ``(Cin, H, W)`` with PyTorch's QNNPACK kernels; int8 ``(Cout, Ho, Wo)``.
 
-    Raises
-    ------
-    ValueError
-        For asymmetric padding (PyTorch's quantized convolution pads
-        symmetrically) or a clamp other than none / ReLU.
+    PyTorch's quantized convolution pads symmetrically: asymmetric padding
+    ``(top, left, bottom, right)`` is applied to the int8 input beforehand with
+    the input zero point (the value a padded tap reads, real 0), and the
+    convolution runs unpadded.
+
+    A depthwise ``node`` (dense weights, zero off the diagonal) runs as PyTorch's grouped convolution
+    (``groups = channels``, the diagonal as its weights). A clamp other than none or ReLU (ReLU6) is
+    applied to QNNPACK's unclamped int8 output: clamping after the requantization is the same operation.
     """
     t, l, b, r = node.padding
     if (t, l) != (b, r):
-        raise ValueError(f"{node.name}: PyTorch needs symmetric padding, got {node.padding}")
-    if (node.act_min, node.act_max) not in ((-128, 127), (node.zp_out, 127)):
-        raise ValueError(f"{node.name}: clamp [{node.act_min}, {node.act_max}] is neither none nor ReLU")
-    relu = node.act_min == node.zp_out and node.act_min > -128
+        x = np.pad(np.asarray(x, dtype=np.int16), ((0, 0), (t, b), (l, r)), constant_values=node.zp_in)
+        t = l = 0
+    clamp_after = (node.act_min, node.act_max) not in ((-128, 127), (node.zp_out, 127))
+    relu = node.act_min == node.zp_out and node.act_min > -128 and not clamp_after
+    depthwise = getattr(node, "depthwise", False)
+    weight = node.weight.astype(np.int8)
+    if depthwise:
+        c = node.out_channels
+        weight = np.ascontiguousarray(weight[np.arange(c), np.arange(c)][:, None])
     torch.backends.quantized.engine = "qnnpack"
     x = np.asarray(x, dtype=np.int16)
     w_scale = torch.from_numpy(np.asarray(node.weight_scale, dtype=np.float64))
@@ -57,17 +65,18 @@ def qnnpack_conv(x, node: QConv) -> np.ndarray:
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         qx = torch._make_per_tensor_quantized_tensor(torch.from_numpy((x + 128).astype(np.uint8))[None],
                                                      node.s_in, node.zp_in + 128)
-        qw = torch._make_per_channel_quantized_tensor(torch.from_numpy(node.weight.astype(np.int8)), w_scale,
+        qw = torch._make_per_channel_quantized_tensor(torch.from_numpy(weight), w_scale,
                                                       torch.zeros(node.out_channels, dtype=torch.int64), 0)
     bias = torch.from_numpy(node.bias.astype(np.float64) * node.acc_scale).float()
     cls = torch.ao.nn.intrinsic.quantized.ConvReLU2d if relu else torch.ao.nn.quantized.Conv2d
     conv = cls(node.in_channels, node.out_channels, node.kernel_size, stride=node.stride, padding=(t, l),
-               dilation=node.dilation)
+               dilation=node.dilation, groups=node.out_channels if depthwise else 1)
     conv.set_weight_bias(qw, bias)
     conv.scale, conv.zero_point = float(node.s_out), int(node.zp_out) + 128
     with torch.no_grad():
         y = conv(qx)
-    return (y.int_repr()[0].numpy().astype(np.int16) - 128).astype(np.int8)
+    out = y.int_repr()[0].numpy().astype(np.int16) - 128
+    return np.clip(out, node.act_min, node.act_max).astype(np.int8)
 
 
 def fp32_requantize(acc, node: QConv) -> np.ndarray:

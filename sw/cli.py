@@ -9,6 +9,9 @@ Examples::
     kindling compile rfsong
     kindling eval squeezenet ../shared/images --augment 1000 --csv eval.csv
     kindling sweep --rows 4 8 --cols 8 16 --networks tiny squeezenet --out results/sweep
+    kindling run ../shared/models/person_detect/person_detect.tflite ../shared/models/person_detect/person.bmp
+    kindling run mypackage.models:build_net picture.jpg --calibrate pictures/ --backend verilator
+    kindling compile ../shared/models/person_detect/person_detect.tflite
 
 Exit status: 0 success; 1 an engine layer differs from the golden model, or
 the link or the engine failed; 2 bad input (a file that is not a picture, an
@@ -241,11 +244,98 @@ def cmd_report(args) -> int:
 
 def cmd_compile(args) -> int:
     from sw.compiler import compile_graph
+
+    if _is_user_model(args.network):
+        return cmd_compile_model(args)
+    if args.network not in ("squeezenet", "rfsong"):
+        raise InputError(f"{args.network}: not a network (squeezenet, rfsong), a .tflite file or a "
+                         f"package.module:function PyTorch factory")
     from sw.networks import quantized
 
     prog = compile_graph(quantized(args.network), args.config)
     print(prog.summary())
     return 0
+
+
+def _is_user_model(text: str) -> bool:
+    return text.endswith(".tflite") or ":" in text
+
+
+def _user_model(args, pictures=()):
+    """The model of ``kindling run`` / ``kindling compile`` (a .tflite file or a PyTorch factory); ``compile``
+    without ``--calibrate`` quantizes on seeded noise (the schedule does not depend on the scales)."""
+    from sw.usermodel import load_model
+
+    shape = tuple(args.input_shape) if getattr(args, "input_shape", None) else (3, 224, 224)
+    return load_model(args.network, calibrate=getattr(args, "calibrate", None),
+                      preprocess=getattr(args, "preprocess", None), input_shape=shape,
+                      calibration_inputs=list(pictures), noise_calibration=args.func is cmd_compile)
+
+
+def cmd_compile_model(args) -> int:
+    """``kindling compile MODEL``: where each operator runs (and why not on the engine), then the schedule;
+    for a model the pipeline refuses, every refusal, one a line."""
+    from quant.graph import UnsupportedModelError
+    from sw.usermodel import compile_model
+
+    try:
+        model = _user_model(args, getattr(args, "inputs", ()) or ())
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        for line in e.refusals:
+            print(f"kindling: refused: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(model.describe())
+    print(compile_model(model, args.config).summary())
+    return 0
+
+
+def _print_output(name: str, values, real, top: int) -> None:
+    import numpy as np
+
+    flat, rflat = np.asarray(values).reshape(-1), np.asarray(real, dtype=np.float64).reshape(-1)
+    if flat.size <= max(top, 10):
+        ints = "" if flat.dtype.kind == "f" else f" {flat.tolist()}"
+        print(f"  {name} {list(np.shape(values))}:{ints} = "
+              f"{np.array2string(rflat, precision=4, separator=', ', max_line_width=10_000)}")
+        return
+    order = np.argsort(-rflat, kind="stable")[:top]
+    print(f"  {name} {list(np.shape(values))}: top {top}: "
+          + ", ".join(f"[{int(i)}] {rflat[i]:.4f}" for i in order))
+
+
+def cmd_run(args) -> int:
+    """``kindling run MODEL INPUT...``: the user's model on pictures (or .npy inputs), outputs printed."""
+    from sw.preprocess import check_input_file
+    from sw.usermodel import load_input, run_model
+
+    if not _is_user_model(args.network):
+        raise InputError(f"{args.network}: a model is a .tflite file or a package.module:function PyTorch factory")
+    from quant.graph import UnsupportedModelError
+
+    for path in args.inputs:
+        check_input_file(path, "a picture or a .npy input")
+    try:
+        model = _user_model(args, args.inputs)
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        raise InputError(f"{e} (and {len(e.refusals) - 1} more: kindling compile {args.network} lists them)") \
+            from None
+    xs = [load_input(p, model.input_shape, model.preprocess) for p in args.inputs]
+    runs = run_model(model, xs, backend=args.backend, config=args.config, check=not args.no_check, port=args.port,
+                     progress=not args.quiet, clock_mhz=args.clock)
+    ok = True
+    for path, r in zip(args.inputs, runs, strict=True):
+        exact = "" if r.exact is None else (" (every engine layer equal to the golden model)" if all(r.exact.values())
+                                            else " (engine layers DIFFER from the golden model)")
+        cycles = f", {r.report.cycles:,} cycles" if r.report.cycles else ""
+        print(f"{path}: {model.name} on {args.backend}{cycles}{exact}")
+        for name, v in r.outputs.items():
+            _print_output(name, v, r.real[name], args.top)
+        ok &= r.exact is None or all(r.exact.values())
+    return 0 if ok else EXIT_LINK
 
 
 def cmd_frcnn(args) -> int:
@@ -435,13 +525,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="path stem for .csv/.json/.png (e.g. results/squeezenet)")
     _add_common(p)
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("compile", help="print a network's schedule")
-    p.add_argument("network", choices=["squeezenet", "rfsong"])
+    p = sub.add_parser("compile", help="print a network's schedule (squeezenet, rfsong, or a model as for run)")
+    p.add_argument("network", metavar="MODEL", help="squeezenet, rfsong, a .tflite file or package.module:function")
+    _add_model_options(p)
     _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
     _add_eval(sub)
     _add_sweep(sub)
+    _add_run(sub)
     return ap
+
+
+def _add_model_options(p):
+    from sw.usermodel import PREPROCESSING
+
+    p.add_argument("--calibrate", metavar="DIR", help="PyTorch model: folder of calibration pictures (default: "
+                                                     "the inputs)")
+    p.add_argument("--preprocess", choices=list(PREPROCESSING), default=None,
+                   help="picture -> input: " + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items())
+                        + " (default: minus128 for .tflite, imagenet for PyTorch)")
+    p.add_argument("--input-shape", type=lambda t: tuple(int(v) for v in t.split(",")), metavar="C,H,W",
+                   help="PyTorch model: input shape (default 3,224,224)")
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run your own model (.tflite or a PyTorch factory) on pictures")
+    p.add_argument("network", metavar="MODEL", help="a .tflite file or package.module:function (a PyTorch factory)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures or .npy inputs")
+    p.add_argument("--top", type=_bounded(int, 1, 1000), default=5, help="values to print of a long output")
+    _add_model_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
 
 
 def _link_errors() -> tuple[type, ...]:

@@ -53,6 +53,21 @@ def _pair(v, what: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
+class _Refused:
+    """The value of an fx node that was refused (or reads one): its readers are skipped, not refused again."""
+
+
+class _Pad:
+    """A zero pad waiting for the convolution that reads it: ``src`` tensor, ``(top, left, bottom, right)``."""
+
+    def __init__(self, src: str, pad: tuple[int, int, int, int], path: str):
+        self.src, self.pad, self.path = src, pad, path
+
+
+class _SkipNode(Exception):
+    """Raised when a node reads a refused value: the node is skipped (its refusal is its input's)."""
+
+
 def _bind(args, kwargs, names: list[str], defaults: dict) -> dict:
     """Bind positional/keyword arguments of a functional call to parameter names."""
     out = dict(defaults)
@@ -116,6 +131,12 @@ class _Capture:
         return self._real_users(self.head[name]) == [user]
 
     def _tensor(self, a: Any, n: fx.Node) -> str:
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Refused):
+            raise _SkipNode
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Pad):
+            raise UnsupportedModelError(f"{self.value[a].path}: a zero pad is supported only as the input of a "
+                                        f"convolution (it folds into its padding), here it is read by "
+                                        f"{self._path(n)}")
         if not isinstance(a, fx.Node) or a not in self.value or not isinstance(self.value[a], str):
             raise UnsupportedModelError(f"{self._path(n)}: argument {a!r} is not a tensor computed by the "
                                         f"graph")
@@ -160,31 +181,46 @@ class _Capture:
 
     # lowering
     def run(self) -> Graph:
+        refusals = []
         for n in self.gm.graph.nodes:
-            if n.op == "placeholder":
-                if self.inputs:
-                    raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
-                self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
-                self.inputs.append(n.name)
-            elif n.op == "get_attr":
-                raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
-                                            f"only module calls may use weights")
-            elif n.op == "output":
-                self._output(n.args[0])
-            elif self._is_alias(n):
-                self.value[n] = self._tensor(n.args[0], n)
-            elif n in self.host_ok and not self._is_device_form(n):
-                self._host(n)
-            elif n.op == "call_module":
-                self._module(n)
-            elif n.op == "call_function":
-                self._function(n)
-            elif n.op == "call_method":
-                self._method(n)
-            else:  # pragma: no cover - fx has no other opcodes
-                raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
+            try:
+                self._lower(n)
+            except _SkipNode:
+                self.value[n] = _Refused()
+            except UnsupportedModelError as e:
+                if n.op in ("placeholder", "get_attr", "output"):
+                    raise UnsupportedModelError(str(e), refusals + [str(e)]) from None
+                refusals.append(str(e))
+                self.value[n] = _Refused()
+        if refusals:
+            raise UnsupportedModelError(refusals[0], refusals)
         self._check_adds()
         return Graph(list(self.nodes.values()), self.inputs, self.outputs)
+
+    def _lower(self, n: fx.Node) -> None:
+        """One fx node into the IR (raises UnsupportedModelError naming it, or _SkipNode)."""
+        if n.op == "placeholder":
+            if self.inputs:
+                raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
+            self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
+            self.inputs.append(n.name)
+        elif n.op == "get_attr":
+            raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
+                                        f"only module calls may use weights")
+        elif n.op == "output":
+            self._output(n.args[0])
+        elif self._is_alias(n):
+            self.value[n] = self._tensor(n.args[0], n)
+        elif n in self.host_ok and not self._is_device_form(n):
+            self._host(n)
+        elif n.op == "call_module":
+            self._module(n)
+        elif n.op == "call_function":
+            self._function(n)
+        elif n.op == "call_method":
+            self._method(n)
+        else:  # pragma: no cover - fx has no other opcodes
+            raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
 
     def _is_device_form(self, n: fx.Node) -> bool:
         """Host-capable nodes with an integer lowering: channel concat and flatten(x, 1) of device tensors."""
@@ -250,6 +286,8 @@ class _Capture:
             self._bn(n, m)
         elif type(m) is nn.ReLU:
             self._relu(n, n.args[0])
+        elif type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+            self._relu6(n, n.args[0])
         elif isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 raise self._unsupported(n, "MaxPool2d with return_indices")
@@ -260,15 +298,44 @@ class _Capture:
             self._avgpool(n, m)
         elif isinstance(m, nn.Flatten) and self._flatten_ok(n):
             self._flatten(n)
+        elif isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            self._pad(n, n.args[0], m.padding, "constant", getattr(m, "value", 0.0))
         else:
             where = "" if not self._is_host_capable(n) else " (allowed only at the end of the network)"
             raise self._unsupported(n, f"module {type(m).__name__} is not supported{where}")
 
+    def _pad(self, n: fx.Node, arg, pad, mode, value) -> None:
+        """``nn.ZeroPad2d``, ``nn.ConstantPad2d`` (value 0) or ``F.pad`` (constant 0): kept as a pending pad of
+        the tensor it reads, folded into the padding of the convolution that reads it."""
+        pad = tuple(pad) if isinstance(pad, (tuple, list)) else (pad,) * 4
+        if mode != "constant" or value not in (None, 0, 0.0):
+            raise self._unsupported(n, f"pad mode {mode!r} value {value!r}: only a zero constant pad is supported "
+                                       f"(it folds into the next convolution's padding)")
+        if len(pad) == 2:
+            pad = (*pad, 0, 0)
+        if len(pad) != 4 or any(not isinstance(v, int) or v < 0 for v in pad):
+            raise self._unsupported(n, f"pad {pad!r}: only non-negative padding of the last two dimensions "
+                                       f"(left, right, top, bottom) is supported")
+        left, right, top, bottom = pad
+        prev = self.value.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(prev, _Pad):  # pad of a pad: the two add up
+            t0, l0, b0, r0 = prev.pad
+            self.value[n] = _Pad(prev.src, (t0 + top, l0 + left, b0 + bottom, r0 + right), self._path(n))
+        else:
+            self.value[n] = _Pad(self._tensor(arg, n), (top, left, bottom, right), self._path(n))
+
     def _conv(self, n: fx.Node, m: nn.Conv2d) -> None:
-        src = self._tensor(n.args[0], n)
+        pending = self.value.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+        extra = (0, 0, 0, 0)
+        if isinstance(pending, _Pad):
+            src, extra = pending.src, pending.pad
+        else:
+            src = self._tensor(n.args[0], n)
         in_shape = self.nodes[src].shape
-        if m.groups != 1:
-            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported")
+        depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        if m.groups != 1 and not depthwise:
+            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported (only "
+                                       f"depthwise: groups = input channels = output channels)")
         if m.padding_mode != "zeros":
             raise self._unsupported(n, f"padding_mode={m.padding_mode!r} is not supported (zeros only)")
         kh, kw = m.kernel_size
@@ -282,12 +349,17 @@ class _Capture:
         else:
             py, px = _pair(m.padding, self._path(n))
             pad = (py, px, py, px)
+        pad = tuple(a + b for a, b in zip(pad, extra, strict=True))
         w = m.weight.detach().double().numpy().copy()
+        if depthwise:  # dense, zero off the diagonal: the arithmetic of the dense convolution is the same
+            dense = np.zeros((m.out_channels, m.in_channels, kh, kw))
+            dense[np.arange(m.out_channels), np.arange(m.out_channels)] = w[:, 0]
+            w = dense
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None
              else np.zeros(m.out_channels, dtype=np.float64))
         self._add(Conv(name=str(n.target), inputs=(src,), shape=self._shape(n), weight=w, bias=b,
                        stride=_pair(m.stride, self._path(n)), padding=pad, dilation=dil, groups=1,
-                       in_shape=in_shape), n)
+                       in_shape=in_shape, depthwise=depthwise), n)
 
     def _bn(self, n: fx.Node, m: nn.BatchNorm2d) -> None:
         src = self._tensor(n.args[0], n)
@@ -316,6 +388,17 @@ class _Capture:
         else:
             raise self._unsupported(n, f"ReLU on {node.op} {src!r}, which cannot absorb it (only a "
                                        f"convolution or an add whose output the ReLU alone reads can)")
+
+    def _relu6(self, n: fx.Node, arg) -> None:
+        """ReLU6 folded into the convolution before it: the clamp ``[zp_out, zp_out + 6 / s_out]``."""
+        src = self._tensor(arg, n)
+        node = self.nodes[src]
+        if not (isinstance(node, Conv) and self._sole_user(src, n) and not node.relu):
+            raise self._unsupported(n, f"ReLU6 on {node.op} {src!r}: only a convolution whose output the ReLU6 "
+                                       f"alone reads can absorb it")
+        node.relu = node.relu6 = True
+        node.folded += (self._path(n),)
+        self._fuse(src, n)
 
     def _maxpool(self, n, kernel, stride, padding, dilation, ceil_mode) -> None:
         src = self._tensor(n.args[0], n)
@@ -368,6 +451,8 @@ class _Capture:
         t = n.target
         if t in _RELU_FUNCTIONS:
             self._relu(n, n.args[0] if n.args else n.kwargs["input"])
+        elif t is F.relu6:
+            self._relu6(n, n.args[0] if n.args else n.kwargs["input"])
         elif t in (torch.cat, torch.concat):
             self._concat(n)
         elif t in _ADD_FUNCTIONS:
@@ -391,6 +476,9 @@ class _Capture:
             self._full_map_average(n, p["kernel_size"], p["padding"])
         elif t is torch.mean:
             self._mean(n, _bind(n.args, n.kwargs, *_MEAN_PARAMS))
+        elif t is F.pad:
+            p = _bind(n.args, n.kwargs, ["input", "pad", "mode", "value"], {"mode": "constant", "value": None})
+            self._pad(n, p["input"], p["pad"], p["mode"], p["value"])
         else:
             name = getattr(t, "__name__", repr(t))
             where = " (allowed only at the end of the network)" if self._is_host_capable(n) else ""
@@ -453,27 +541,76 @@ class _Capture:
         self._fuse(src, n)
 
     def _check_adds(self) -> None:
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             if not isinstance(node, Add):
                 continue
             convs = [self.nodes[i] for i in node.inputs]
-            for c in convs:
-                if not isinstance(c, Conv) or c.relu:
-                    raise UnsupportedModelError(
-                        f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
+            why = self._dual_refusal(node, convs)
+            if why is None:
+                continue
+            # One operand that is not such a convolution (an identity shortcut, a projection of another
+            # geometry): written as an identity convolution with the other operand's geometry.
+            for k in (1, 0):
+                if self._dual_refusal(node, convs, identity=k) is None:
+                    self._identity_operand(node, k, convs[1 - k])
+                    break
+            else:
+                raise UnsupportedModelError(why)
+
+    def _dual_refusal(self, node: Add, convs: list, identity: int | None = None) -> str | None:
+        """Why ``node`` cannot run as one dual convolution (None when it can); with ``identity`` = k, operand
+        k would be an identity convolution in the other operand's geometry."""
+        for i, c in enumerate(convs):
+            if i == identity:
+                continue
+            if not isinstance(c, Conv) or c.relu:
+                return (f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
                         f"(the add is computed as one dual convolution), got {c.op}"
                         f"{' with ReLU' if isinstance(c, Conv) and c.relu else ''}")
-                users = [m for m in self.nodes.values() if c.name in m.inputs]
-                if users != [node]:
-                    raise UnsupportedModelError(f"{node.name}: operand {c.name!r} is also read by "
-                                                f"{[u.name for u in users if u is not node]}")
-            a, b = convs
-            geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
-            geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
-            if geo_a != geo_b or a.shape != b.shape:
-                raise UnsupportedModelError(
-                    f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
+            users = [m for m in self.nodes.values() if c.name in m.inputs]
+            if users != [node]:
+                return f"{node.name}: operand {c.name!r} is also read by {[u.name for u in users if u is not node]}"
+        if identity is not None:
+            conv, other = convs[1 - identity], self.nodes[node.inputs[identity]]
+            (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+            if (conv.stride != (1, 1) or tuple(other.shape) != tuple(conv.shape) or pt % dy or pl % dx
+                    or pt // dy >= conv.kernel_size[0] or pl // dx >= conv.kernel_size[1]):
+                return f"{node.name}: the shortcut {other.name!r} does not line up with {conv.name!r}"
+            return None
+        a, b = convs
+        geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
+        geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
+        if geo_a != geo_b or a.shape != b.shape:
+            return (f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
                     f"dilation to run as one dual convolution: {a.name} {geo_a} vs {b.name} {geo_b}")
+        return None
+
+    def _identity_operand(self, node: Add, k: int, conv: Conv) -> None:
+        """Replace operand ``k`` of ``node`` by an identity convolution of it in ``conv``'s geometry; when the
+        convolution reads that very tensor (``conv(x) + x``), add the identity to its weights instead."""
+        src = node.inputs[k]
+        c = self.nodes[src].shape[0]
+        (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+        weight = np.zeros((c, c, *conv.kernel_size))
+        weight[np.arange(c), np.arange(c), pt // dy, pl // dx] = 1.0
+        if conv.inputs[0] == src:
+            conv.weight = conv.weight + weight
+            conv.relu = node.relu
+            conv.folded += (node.name,)
+            order = [n for n in self.nodes.values() if n is not node]
+            del self.nodes[conv.name]
+            conv.name = node.name
+            self.nodes = {n.name: n for n in order}
+            return
+        ident = Conv(name=f"{node.name}.identity", inputs=(src,), shape=tuple(conv.shape), weight=weight,
+                     bias=np.zeros(c), stride=(1, 1), padding=conv.padding, dilation=conv.dilation, groups=1,
+                     in_shape=tuple(self.nodes[src].shape))
+        inputs = list(node.inputs)
+        inputs[k] = ident.name
+        node.inputs = tuple(inputs)
+        order = list(self.nodes.values())
+        order.insert(order.index(node), ident)
+        self.nodes = {n.name: n for n in order}
 
 
 def capture(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> Graph:

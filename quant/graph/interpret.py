@@ -17,6 +17,8 @@ def _conv_float(node: Conv, x: torch.Tensor) -> torch.Tensor:
     bias = torch.from_numpy(node.bias).to(x.dtype)
     y = F.conv2d(F.pad(x, (l, r, t, b)), w, bias, stride=node.stride, dilation=node.dilation,
                  groups=node.groups)
+    if node.relu6:
+        return y.clamp(0.0, 6.0)
     return F.relu(y) if node.relu else y
 
 

@@ -12,7 +12,15 @@ __all__ = ["UnsupportedModelError", "Node", "Input", "Conv", "MaxPoolWindow", "M
 
 
 class UnsupportedModelError(ValueError):
-    """The model contains an operation, or a combination, that the integer pipeline cannot represent."""
+    """The model contains an operation, or a combination, that the integer pipeline cannot represent.
+
+    The message is the first refusal; ``refusals`` lists every one that capture found (the layers that
+    only read a refused one are not refusals of their own).
+    """
+
+    def __init__(self, message: str, refusals: list[str] | None = None):
+        super().__init__(message)
+        self.refusals = refusals or [message]
 
 @dataclass(kw_only=True, eq=False)
 class Node:
@@ -56,7 +64,7 @@ class Conv(Node):
     padding : (int, int, int, int)
         Zero padding ``(top, left, bottom, right)``.
     groups : int
-        Always 1 after capture (grouped convolutions are rejected).
+        Always 1 after capture (a depthwise convolution is stored dense, other groupings are rejected).
     relu : bool
         A ReLU follows (fused).
     in_shape : (int, int, int)
@@ -75,6 +83,11 @@ class Conv(Node):
     relu: bool = False
     in_shape: tuple[int, ...]
     folded: tuple[str, ...] = ()
+    #: A depthwise convolution (``groups = in = out channels``) stored dense: ``weight[c, k]`` is zero for
+    #: ``k != c`` (``groups`` stays 1); the compiler runs each output tile on its own input channels.
+    depthwise: bool = False
+    #: The ReLU is a ReLU6 (``min(max(y, 0), 6)``); ``relu`` is set too.
+    relu6: bool = False
 
     @property
     def in_channels(self) -> int:

@@ -1,7 +1,7 @@
 """The scheduler: a quantized network (:class:`quant.quantize.QGraph`) -> memory plan and command list.
 
 What runs on the engine
-    every convolution (1x1..3x3, stride 1/2, padding, dilation up to 7), the
+    every convolution (1x1..7x7, stride 1..4, asymmetric padding up to 7, dilation up to 7), the
     Fire module as one command per band (squeeze kept on chip), max pools
     (fused into the next layer's load when that layer is their only reader,
     standalone otherwise), global average pools, concats (a placement: every

@@ -78,7 +78,12 @@ def _blob_words_needed(c: _Compiler, ops: list[_Op]) -> int:
     R = c.R
     total = 0
     for op in ops:
-        if op.kind == "conv":
+        if op.kind == "conv" and getattr(op.node, "depthwise", False):
+            cout, _, kh, kw = op.node.weight.shape
+            C = c.cfg.cols
+            total += sum(c._blob_size(min(C, cout - c0), cdiv(min(C, cout - c0), R) * R, kh, kw)
+                         for c0 in range(0, cout, C))
+        elif op.kind == "conv":
             w = op.node.weight
             if op.src in c.packed_inputs:
                 w = pair_packed_conv(w, op.node.padding[1], R)[0]

@@ -9,7 +9,7 @@ from hw.layout import cdiv, pack_conv_blob
 from quant.quantize import QDualConv, QMaxPool
 
 from .packing import pair_packed_conv
-from .planning import _Op
+from .planning import _Op, dual_pad_zero_point
 from .program import MAX_CB, MAX_DIM, CompileError, Root, Step, TensorView
 
 
@@ -98,6 +98,8 @@ class _Emission:
         return r_lo, r_hi
 
     def _emit_conv(self, op: _Op) -> list[Step]:
+        if getattr(op.node, "depthwise", False):
+            return self._emit_depthwise(op)
         cfg, R = self.cfg, self.R
         node = op.node
         src = self.views[op.src]
@@ -105,7 +107,7 @@ class _Emission:
         if isinstance(node, QDualConv):
             in_view = src
             w_log = node.weight
-            zp_pad = node.zp_a
+            zp_pad = dual_pad_zero_point(node)
         else:
             in_view = src
             w_log = node.weight
@@ -132,6 +134,9 @@ class _Emission:
             w_log, pl_eff = pair_packed_conv(w_log, pl, R)
             kw, sx_eff, w_in = w_log.shape[3], 1, in_view.w
             in_view = TensorView(in_view.name, R, in_view.h, in_view.w, in_view.root, 0, np.arange(R))
+        if kh * kw * cin_cb >= 1 << 16:
+            raise CompileError(node.name, f"{kh}x{kw} kernel over {cin_cb} channel blocks: {kh * kw * cin_cb} "
+                                          f"weight tiles per output tile, the engine counts up to {(1 << 16) - 1}")
         wblob = self._blob(w_log, node.effective_bias, node.m0, node.shift, in_view)
         blob_w = self._blob_size(cout, cin_cb * R, kh, kw)
 
@@ -160,6 +165,55 @@ class _Emission:
                        f"{h_out}x{w_out}"
                        + (f" +pool{pool.kernel[0]}x{pool.kernel[1]}" if pool is not None else "")
                        + (" packed" if packed else "")))
+        return steps
+
+    def _emit_depthwise(self, op: _Op) -> list[Step]:
+        """A depthwise convolution as one CONV per band and output tile of ``cols`` channels, each loading
+        only the tile's own input channel blocks (its weights are the tile's diagonal block)."""
+        cfg, R, C = self.cfg, self.R, self.cfg.cols
+        node, pool = op.node, op.pool
+        src, out = self.views[op.src], self.views[op.out]
+        cout, cin, kh, kw = node.weight.shape
+        contiguous = (np.array_equal(src.lanes, np.arange(cin)) and np.array_equal(out.lanes, np.arange(cout)))
+        if cin != cout or not contiguous:
+            raise CompileError(node.name, "a depthwise convolution whose input or output is stored with gaps "
+                                          "between its channels")
+        if pool is not None:
+            raise CompileError(node.name, "a max pool fused into a depthwise convolution")
+        _, h_out, w_out = node.shape
+        sy, sx = node.stride
+        pt, pl = node.padding[0], node.padding[1]
+        dil = node.dilation[0]
+        bias = node.effective_bias
+        steps = []
+        for c0 in range(0, cout, C):
+            c1 = min(c0 + C, cout)
+            tile_cb = cdiv(c1 - c0, R)
+            view = TensorView(src.name, c1 - c0, src.h, src.w, src.root, src.offset + c0 // R, np.arange(c1 - c0))
+            wblob = self._blob(node.weight[c0:c1, c0:c1], bias[c0:c1], node.m0[c0:c1], node.shift[c0:c1], view)
+            blob_w = self._blob_size(c1 - c0, tile_cb * R, kh, kw)
+
+            def rows_for(n):
+                return min((n - 1) * sy + (kh - 1) * dil + 1, src.h)
+
+            bands = self._bands(node.name, h_out, rows_for, cfg.ibuf_depth, src.w * tile_cb, "depthwise band")
+            for bi, (oy0, n) in enumerate(bands):
+                r_lo, r_hi = self._conv_input_rows(oy0, n, sy, pt, kh, dil, src.h)
+                load, read_words = self._load_spec(view, r_lo, r_hi, None)
+                dst = out.addr(oy0) + c0 // R
+                cmd = pack_command(
+                    Opcode.CONV, load=load, in_h=r_hi - r_lo, in_w=src.w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil,
+                    pad_t=r_lo - (oy0 * sy - pt), pad_l=pl, out_h=n, out_w=w_out, cout=c1 - c0,
+                    quant=dict(zp_in=node.zp_in, zp_out=node.zp_out, act_min=node.act_min, act_max=node.act_max),
+                    wblob=wblob, dst=dst, dst_pix=out.pix)
+                passes = cdiv(n * w_out, cfg.acc_depth)
+                steps.append(Step(
+                    layer=node.name, kind="conv", command=cmd, macs=n * w_out * (c1 - c0) * kh * kw,
+                    read_bytes=R * (read_words + passes * blob_w) + CMD_BYTES,
+                    write_bytes=R * n * w_out * tile_cb, band=(bi, len(bands)),
+                    reads=[self._load_span(load), self._blob_span(wblob)],
+                    writes=[(dst, (n * w_out - 1) * out.pix + tile_cb)],
+                    detail=f"dw {kh}x{kw}/{sy} {cout} {h_out}x{w_out}"))
         return steps
 
     def _emit_fire(self, op: _Op) -> list[Step]:

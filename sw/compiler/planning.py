@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from hw.isa import EngineConfig
+import numpy as np
+
+from hw.isa import MAX_KERNEL, MAX_STRIDE, EngineConfig
 from hw.layout import cdiv
 from quant.graph import HostOp
 from quant.quantize import QConcat, QConv, QDualConv, QFlatten, QGlobalAvgPool, QInput, QMaxPool
@@ -34,15 +36,34 @@ def _pool_fusable(p: QMaxPool, cfg: EngineConfig) -> str | None:
     return None
 
 
+def _never_padded(w: np.ndarray, node) -> bool:
+    """Every nonzero weight of ``w`` sits at a tap that never reads padding (the tap reading the output
+    pixel's own input pixel, stride 1): then the value padding feeds those lanes does not matter."""
+    (pt, pl, pb, pr), (dy, dx) = node.padding, node.dilation
+    taps = np.argwhere(np.abs(w).sum(axis=(0, 1)) != 0)
+    return node.stride == (1, 1) and (pt, pl) == (pb, pr) and all(ky * dy == pt and kx * dx == pl for ky, kx in taps)
+
+
+def dual_pad_zero_point(node) -> int | None:
+    """The zero point a dual convolution's padded taps read on every lane (the engine pads with one), or None
+    when neither works: ``zp_a`` if the ``b`` weights never read padding (an identity shortcut), ``zp_b`` if the
+    ``a`` weights never do."""
+    if not any(node.padding) or node.zp_a == node.zp_b or _never_padded(node.weight_b, node):
+        return node.zp_a
+    if _never_padded(node.weight_a, node):
+        return node.zp_b
+    return None
+
+
 def _check_conv(node, cfg: EngineConfig):
     kh, kw = node.kernel_size
     name = node.name
     if getattr(node, "groups", 1) != 1:
         raise CompileError(name, "grouped convolutions are not supported by the engine")
-    if not (1 <= kh <= 3 and 1 <= kw <= 3):
-        raise CompileError(name, f"{kh}x{kw} kernel: the engine runs kernels up to 3x3")
-    if node.stride[0] not in (1, 2) or node.stride[1] not in (1, 2):
-        raise CompileError(name, f"stride {node.stride}: the engine runs strides 1 and 2")
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        raise CompileError(name, f"{kh}x{kw} kernel: the engine runs kernels up to {MAX_KERNEL}x{MAX_KERNEL}")
+    if not (1 <= node.stride[0] <= MAX_STRIDE and 1 <= node.stride[1] <= MAX_STRIDE):
+        raise CompileError(name, f"stride {node.stride}: the engine runs strides 1 to {MAX_STRIDE}")
     if node.dilation[0] != node.dilation[1] or not 1 <= node.dilation[0] <= 7:
         raise CompileError(name, f"dilation {node.dilation}: the engine runs equal dilations 1..7")
     t, l, b, r = node.padding
@@ -81,7 +102,8 @@ class _Planning:
             readers = g.consumers(inp)
             r0 = readers[0] if len(readers) == 1 else None
             if (isinstance(r0, QConv) and r0.name not in fire_members and r0.stride[1] == 2
-                    and r0.in_channels <= cfg.rows // 2 and r0.padding[1] <= 1 and r0.dilation == (1, 1)):
+                    and r0.in_channels <= cfg.rows // 2 and r0.dilation == (1, 1)
+                    and not r0.depthwise):
                 self.packed_inputs[inp] = r0.in_channels
         ops = []
         for node in g.nodes:
@@ -104,7 +126,7 @@ class _Planning:
                 ops.append(self._op_for_input(_Op("conv", node.name, node, src=node.inputs[0], out=node.name)))
             elif isinstance(node, QDualConv):
                 _check_conv(node, cfg)
-                if any(node.padding) and node.zp_a != node.zp_b:
+                if dual_pad_zero_point(node) is None:
                     raise CompileError(node.name, "a padded residual add whose two inputs have different zero "
                                                   "points (the engine pads with one zero point)")
                 ops.append(_Op("conv", node.name, node, src=f"{node.name}:in", out=node.name))
@@ -114,7 +136,7 @@ class _Planning:
                 reader = readers[0] if len(readers) == 1 else None
                 # Fusable into the load of its only reader: a plain convolution or a Fire squeeze.
                 fuse = (why is None and node.name not in g.outputs and isinstance(reader, QConv)
-                        and (reader.name not in fire_members or reader.name in squeezes))
+                        and not reader.depthwise and (reader.name not in fire_members or reader.name in squeezes))
                 if fuse:
                     self.fused_pools[node.name] = node
                     continue

@@ -47,8 +47,15 @@ def _qconv(rng, cin, cout, kh, kw=None):
 
 
 def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp_in=None):
-    """A CONV command over a whole tensor with its memory image and independent expected output."""
+    """A CONV command over a whole tensor with its memory image and independent expected output.
+
+    ``k`` is a side or ``(kh, kw)``, ``stride`` one or ``(sy, sx)``, ``pad`` one or ``(top, left, bottom,
+    right)`` (bottom and right padding are only the output size: the engine reads ``zp_in`` past the band).
+    """
     R = cfg.rows
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sy, sx = (stride, stride) if isinstance(stride, int) else stride
+    pt, pl, pb, pr = (pad,) * 4 if isinstance(pad, int) else pad
     x = rng.integers(-128, 128, (cin, h, w))
     zp_in = int(rng.integers(-128, 128)) if zp_in is None else zp_in
     zp_out = int(rng.integers(-30, 30))
@@ -58,20 +65,20 @@ def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp
         xin = maxpool_reference(x, k=pk, stride=2, pad=(0, 0), out_hw=(in_h, in_w))
     else:
         in_h, in_w, xin = h, w, x
-    out_h = (in_h + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    out_w = (in_w + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    wt, bias, m0, sh = _qconv(rng, cin, cout, k)
+    out_h = (in_h + pt + pb - dil * (kh - 1) - 1) // sy + 1
+    out_w = (in_w + pl + pr - dil * (kw - 1) - 1) // sx + 1
+    wt, bias, m0, sh = _qconv(rng, cin, cout, kh, kw)
     blob = pack_conv_blob(wt, fold_zero_point(bias, wt, zp_in), m0, sh, cfg)
     cmd = pack_command(
         Opcode.CONV,
         load=dict(src=SRC, src_rows=h, src_w=w, cb=cdiv(cin, R), ibuf=0,
                   **(dict(pool=1, pool_k=pool[0]) if pool else {})),
-        in_h=in_h, in_w=in_w, kh=k, kw=k, sy=stride, sx=stride, dil=dil, pad_t=pad, pad_l=pad,
+        in_h=in_h, in_w=in_w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil, pad_t=pt, pad_l=pl,
         out_h=out_h, out_w=out_w, cout=cout,
         quant=dict(zp_in=zp_in, zp_out=zp_out, act_min=zp_out, act_max=127),
         wblob=WBLOB, dst=DST, dst_pix=cdiv(cout, R))
-    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(stride, stride),
-                             pad=(pad, pad), dil=dil, out_hw=(out_h, out_w))
+    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(sy, sx),
+                             pad=(pt, pl), dil=dil, out_hw=(out_h, out_w))
     expect = requantize(acc, m0[:, None, None], sh[:, None, None], zp_out, zp_out, 127)
     writes = [(SRC, pack_activation(x, R)), (WBLOB, blob)]
     return writes, cmd, (out_h, out_w, cout), expect
@@ -103,14 +110,23 @@ CONV_CASES = [
     (4, 6, 1, 1, 3, 1, 1, 1, None),
     (16, 16, 11, 10, 3, 1, 5, 5, None),   # RFSong's RFB branch: dilation 5, padding 5
     (8, 8, 9, 9, 3, 1, 7, 1, None),       # the largest padding, wider than the kernel
+    # kernels up to 7x7, 1xK and Kx1, strides up to 4, asymmetric padding (t, l, b, r)
+    (3, 96, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), 1, None),   # SqueezeNet 1.0's conv1 shape
+    (3, 16, 17, 19, (7, 7), (2, 2), (2, 3, 3, 2), 1, None),   # TF-SAME style: more padding after
+    (16, 24, 8, 9, (1, 3), (1, 1), (0, 1, 0, 1), 1, None),    # SqueezeNext 1x3
+    (16, 24, 8, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, None),    # SqueezeNext 3x1
+    (12, 20, 12, 11, (5, 5), (3, 3), (2, 2, 2, 2), 1, None),
+    (10, 18, 12, 13, (4, 4), (4, 4), (0, 0, 0, 0), 1, None),  # a patchify stem
+    (8, 8, 14, 15, (5, 3), (1, 4), (2, 1, 2, 1), 2, None),    # dilated, mixed strides
+    (9, 17, 15, 13, (6, 7), (3, 2), (5, 0, 1, 6), 1, (2, False)),
 ]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_{}x{}_k{}s{}p{}d{}{}".format(
-    *c[:8], f"_pool{c[8][0]}" if c[8] else ""))
+    *[("x".join(map(str, v)) if isinstance(v, tuple) else v) for v in c[:8]], f"_pool{c[8][0]}" if c[8] else ""))
 def test_conv(bench, case):
     cin, cout, h, w, k, s, pad, dil, pool = case
-    rng = np.random.default_rng(sum(case[:8]))
+    rng = np.random.default_rng(sum(np.sum(v) for v in case[:8]))
     writes, cmd, shape, expect = conv_case(bench.config, rng, cin=cin, cout=cout, h=h, w=w, k=k, stride=s,
                                            pad=pad, dil=dil, pool=pool)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
@@ -255,7 +271,8 @@ def bad_commands(cfg):
         "buffer offset past the end": (_good_conv(cfg, load_ibuf=cfg.ibuf_depth - 3), ErrorCode.IBUF_OVERFLOW),
         "kernel 0": (_good_conv(cfg, kh=0), ErrorCode.BAD_KERNEL),
         "dilation 0": (_good_conv(cfg, dil=0), ErrorCode.BAD_KERNEL),
-        "stride 3": (_good_conv(cfg, sy=3), ErrorCode.BAD_STRIDE),
+        "stride 5": (_good_conv(cfg, sy=5), ErrorCode.BAD_STRIDE),
+        "stride 7": (_good_conv(cfg, sx=7), ErrorCode.BAD_STRIDE),
         "stride 0": (_good_conv(cfg, sx=0), ErrorCode.BAD_STRIDE),
         "pool kernel 1": (_good_conv(cfg, load_pool=1, load_pool_k=1, in_h=2, in_w=2), ErrorCode.BAD_POOL),
         "pool padding 2": (_good_conv(cfg, load_pool=1, load_pool_k=3, load_pool_pad_t=2, in_h=2, in_w=2),
@@ -293,7 +310,7 @@ def test_error_in_the_middle_of_a_list(bench):
     """Commands before the bad one complete; the engine stops at it and names its index."""
     rng = np.random.default_rng(2)
     writes, good, shape, _ = conv_case(bench.config, rng, cin=3, cout=5, h=4, w=5, k=3, stride=1, pad=1)
-    bad = _good_conv(bench.config, sy=3)
+    bad = _good_conv(bench.config, sy=5)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
     sim, _ = bench.run(writes, [good, bad, good], [(DST, n)], cmd_addr=CMDS)
     assert Status.error_code(sim.status) == ErrorCode.BAD_STRIDE and sim.index == 1
@@ -334,21 +351,24 @@ def conv_shapes(draw, cfg: EngineConfig):
     pool = draw(st.sampled_from(PROPERTY_POOLS), "pool")
     lo = 1 if pool is None else pool[0]  # a pooling window needs a whole input window (as in PyTorch)
     max_in = _sizes_after_pool(pool, PROPERTY_MAX_HW)
-    k = draw(st.sampled_from([1, 2, 3]), "k")
-    s = draw(st.sampled_from([1, 2]), "stride")
-    pad = draw(st.integers(0, 7), "pad")
-    # The dilated kernel must fit the padded input at least once: extent <= max_in + 2 * pad.
-    dil = draw(st.integers(1, min(7, (max_in + 2 * pad - 1) // (k - 1))), "dilation") if k > 1 else 1
-    min_in = max(1, dil * (k - 1) + 1 - 2 * pad)
+    pad = tuple(draw(st.integers(0, 7), f"pad_{side}") for side in ("t", "l", "b", "r"))
+    # The dilated kernel must fit the padded input at least once on both axes: extent <= max_in + padding.
+    span_h, span_w = max_in + pad[0] + pad[2], max_in + pad[1] + pad[3]
+    kh, kw = draw(st.integers(1, min(7, span_h)), "kh"), draw(st.integers(1, min(7, span_w)), "kw")
+    stride = draw(st.integers(1, 4), "sy"), draw(st.integers(1, 4), "sx")
+    rooms = [(span - 1) // (k - 1) for span, k in ((span_h, kh), (span_w, kw)) if k > 1]
+    dil = draw(st.integers(1, min(7, *rooms)), "dilation") if rooms else 1
+    min_h = max(1, dil * (kh - 1) + 1 - pad[0] - pad[2])
+    min_w = max(1, dil * (kw - 1) + 1 - pad[1] - pad[3])
     cin = draw(st.integers(1, 3 * cfg.rows + 1), "cin")
     cout = draw(st.integers(1, 2 * cfg.cols + 3), "cout")
     cb = cdiv(cin, cfg.rows)
-    sizes = [n for n in range(lo, PROPERTY_MAX_HW + 1) if _sizes_after_pool(pool, n) >= min_in]
-    w = draw(st.sampled_from(sizes), "w")
+    w = draw(st.sampled_from([n for n in range(lo, PROPERTY_MAX_HW + 1) if _sizes_after_pool(pool, n) >= min_w]), "w")
     # The band load (the pooled band with pooling) must fit the activation buffer.
-    fits = [n for n in sizes if _sizes_after_pool(pool, n) * _sizes_after_pool(pool, w) * cb <= cfg.ibuf_depth]
+    fits = [n for n in range(lo, PROPERTY_MAX_HW + 1) if _sizes_after_pool(pool, n) >= min_h
+            and _sizes_after_pool(pool, n) * _sizes_after_pool(pool, w) * cb <= cfg.ibuf_depth]
     h = draw(st.sampled_from(fits), "h")
-    return dict(cin=cin, cout=cout, h=h, w=w, k=k, stride=s, pad=pad, dil=dil, pool=pool)
+    return dict(cin=cin, cout=cout, h=h, w=w, k=(kh, kw), stride=stride, pad=pad, dil=dil, pool=pool)
 
 
 # Examples per engine size come from the hypothesis profile (tests/conftest.py: `ci` by default, `deep` for
