@@ -97,3 +97,19 @@ def test_eval_bad_input_is_one_line(tmp_path, capsys):
     assert main(["eval", "squeezenet", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no pictures" in err[0], err
+
+
+@pytest.mark.slow
+def test_eval_on_verilator_equals_the_golden_backend(shared, tmp_path):
+    """One picture on the engine in Verilator: every layer bit-exact, and the same row as the golden model's."""
+    pic = str(shared / "images" / "coco_dog.jpg")
+    rows = {}
+    for backend in ("golden", "verilator"):
+        out = tmp_path / f"{backend}.csv"
+        assert main(["eval", "squeezenet", pic, "--backend", backend, "--quiet", "--jobs", "1",
+                     "--csv", str(out)]) == 0
+        (row,) = csv.DictReader(out.open())
+        row.pop("seconds")
+        rows[backend] = row
+    assert rows["verilator"].pop("bit_exact") == "1" and rows["golden"].pop("bit_exact") == ""
+    assert rows["verilator"] == rows["golden"]
