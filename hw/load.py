@@ -123,6 +123,8 @@ class PoolOnLoad(wiring.Component):
     """Max-pools the band's ``words`` as they arrive (see the module docstring): a horizontal stage
     (H1) keeps a running maximum per channel block, a vertical one (V0 reads the pooled word to merge
     into on ``ib_r*``, V1 writes it, then the pooled row the source row starts) emits ``write``.
+    ``ib_r*`` is a read-first port (as the engine's buffer): a word V1 writes in the cycle V0 reads it is
+    forwarded, so rows merge back to back at one word per cycle.
     ``busy`` while a word is inside; state resets on ``restart``."""
 
     def __init__(self, config: EngineConfig):
@@ -159,9 +161,18 @@ class PoolOnLoad(wiring.Component):
             m.d.sync += v1_bdone.eq(1)
 
         # V0: read the pooled word A to merge into. V1: write A (merged or first), then B.
-        m.d.comb += [self.ib_raddr.eq(v0_a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw)]
-        a_new = Mux(v1.a_rmw, _vmax(self.ib_rdata, v1.val, R), v1.val)
+        # Read only in the cycle V0 moves on: the word read is the one V1 merges into next.
+        m.d.comb += [self.ib_raddr.eq(v0_a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw & adv)]
         write = self.write
+        # The buffer's read port is read-first: V0's read in the cycle V1 writes the same word returns the
+        # old word. That happens when consecutive emissions merge into one pooled word back to back (rows
+        # of one word: one pixel, one channel block), so the write is forwarded to the merge instead.
+        fwd = Signal()
+        fwd_data = Signal(W)
+        with m.If(self.ib_ren):  # the port's data changes only on a read
+            m.d.sync += [fwd.eq(write.valid & (write.payload.addr == v0_a_addr)), fwd_data.eq(write.payload.data)]
+        a_old = Mux(fwd, fwd_data, self.ib_rdata)
+        a_new = Mux(v1.a_rmw, _vmax(a_old, v1.val, R), v1.val)
         with m.If(v1.valid & v1.a_ok & ~v1_bdone):
             m.d.comb += [write.valid.eq(1), write.payload.addr.eq(v1.a_addr), write.payload.data.eq(a_new)]
         with m.Elif(v1.valid & v1.b_ok):
