@@ -15,13 +15,14 @@ COLS    ?= 16
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test test-slow sim bench bitstream lint clean distclean help
+.PHONY: install test test-slow test-deep sim bench bitstream lint clean distclean help
 
 help:
 	@echo "make test       unit, golden-model and simulation tests (installs .venv first)"
 	@echo "make sim        all eight SqueezeNet 1.1 Fire modules in Verilator, bit-exact table"
 	@echo "make bench      cycle / utilization / simulator-speed benchmarks"
 	@echo "make test-slow  the long simulations (whole detectors on every picture, full-size link run)"
+	@echo "make test-deep  the Verilator property tests with the deep hypothesis profile (randomized, thousands)"
 	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|ecpix5-85f"
 	@echo "make lint       ruff"
 
@@ -30,7 +31,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fpga,dram]'
+	$(PY) -m pip install --quiet -e '.[test,fpga,dram,sweep]'
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -39,18 +40,21 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
+test-deep: $(STAMP)
+	$(PY) -m pytest -n 2 -k property --hypothesis-profile=deep --hypothesis-show-statistics tests/hw $(PYTEST_ARGS)
+
 sim: $(STAMP)
-	$(PY) -m sim.run_fire --rows $(ROWS) --cols $(COLS)
+	$(PY) -m tools.run_fire --rows $(ROWS) --cols $(COLS)
 
 bench: $(STAMP)
-	$(PY) -m sim.bench --rows $(ROWS) --cols $(COLS)
+	$(PY) -m tools.bench --rows $(ROWS) --cols $(COLS)
 
 bitstream: $(STAMP)
 	$(PY) -m hw.boards.build $(BOARD)
 
 lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff
-	$(VENV)/bin/ruff check hw quant sw sim tests
+	$(PY) -m pip install --quiet ruff==0.17.6
+	$(VENV)/bin/ruff check hw quant sw sim tools tests
 
 clean:
 	rm -rf sim_build build results .pytest_cache .hypothesis

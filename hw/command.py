@@ -12,7 +12,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .conv import ConvOp
-from .isa import CB_BITS, CMD_BITS, DIM_BITS, ConvCmd, EngineConfig, ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd
+from .isa import CB_BITS, CMD_BITS, DIM_BITS, MAX_STRIDE, ConvCmd, EngineConfig, ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd
 from .load import LoadOp
 from .readout import GapOp, StoreOp
 from .util import SerialMultiplier
@@ -158,7 +158,7 @@ class CommandChecker(wiring.Component):
             (is_conv & ((cv.in_h == 0) | (cv.in_w == 0) | (cv.out_h == 0) | (cv.out_w == 0) | (cv.cout == 0)),
              E.ZERO_SIZE),
             (is_conv & ((cv.kh == 0) | (cv.kw == 0) | (cv.dil == 0)), E.BAD_KERNEL),
-            (is_conv & ((cv.sy == 0) | (cv.sy == 3) | (cv.sx == 0) | (cv.sx == 3)), E.BAD_STRIDE),
+            (is_conv & ((cv.sy == 0) | (cv.sy > MAX_STRIDE) | (cv.sx == 0) | (cv.sx > MAX_STRIDE)), E.BAD_STRIDE),
             (is_conv & (cv.dst_pix < _cdiv_pow2(cv.cout, R)), E.BAD_PIXEL_STRIDE),
             (is_conv & conv_shape_bad, E.BAD_SHAPE),
             (is_conv & (~addr_ok(cv.wblob) | ~addr_ok(cv.dst)), E.BAD_ADDRESS),

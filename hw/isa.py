@@ -24,6 +24,7 @@ or stops at the first bad command with ``STATUS.ERROR``, the error code and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from amaranth.hdl import Shape, signed, unsigned
@@ -34,7 +35,7 @@ __all__ = [
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
     "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
-    "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS", "SHIFT_BITS", "MAX_SHIFT",
+    "MAX_KERNEL", "MAX_STRIDE", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS", "SHIFT_BITS", "MAX_SHIFT",
     "ChannelParams", "param_tile_layout", "StatusLayout", "ProfileRecord", "RegisterSpec", "REGISTERS",
 ]
 
@@ -57,7 +58,7 @@ MAX_SHIFT = (1 << SHIFT_BITS) - 1
 #: Identification register value: ASCII "KNDL".
 ENGINE_ID = 0x4B4E444C
 #: Bumped whenever the command set or the register map changes: (major, minor).
-VERSION = (1, 0)
+VERSION = (1, 1)  # 1.1: kernels up to 7x7, strides up to 4
 
 CMD_BITS = 512
 CMD_BYTES = CMD_BITS // 8
@@ -67,6 +68,9 @@ DIM_BITS = 12     # heights, widths, channel counts: up to 4095
 CB_BITS = 12      # channel blocks of `rows` channels: up to 4095
 ADDR_BITS = 32    # external word addresses in commands (the engine checks them against mem_addr_bits)
 IBUF_ADDR_BITS = 16
+#: Largest kernel side and stride a CONV command takes (the kernel fields are 3 bits wide).
+MAX_KERNEL = 7
+MAX_STRIDE = 4
 
 #: The fields of the per-command profiling record, each a little-endian u32, in order:
 #: where a command's cycles went (the layout is :data:`ProfileRecord`).
@@ -95,6 +99,7 @@ ChannelParams = data.StructLayout({
 _ShiftByte = data.StructLayout({"value": unsigned(SHIFT_BITS), "unused": unsigned(8 - SHIFT_BITS)})
 
 
+@functools.cache     # asked for by every command the ISA interpreter decodes (EngineConfig.param_words)
 def param_tile_layout(cols: int) -> data.StructLayout:
     """The parameters of one tile of ``cols`` output channels as stored at the head of each tile's
     weight-blob block (``hw.layout.pack_conv_blob``): ``cols`` int32 biases, then ``cols`` int32
@@ -104,6 +109,11 @@ def param_tile_layout(cols: int) -> data.StructLayout:
         "m0": data.ArrayLayout(ChannelParams["m0"].shape, cols),
         "shift": data.ArrayLayout(_ShiftByte, cols),
     })
+
+
+@functools.cache
+def _param_tile_bits(cols: int) -> int:
+    return param_tile_layout(cols).size
 
 
 def _is_pow2(n: int) -> bool:
@@ -177,7 +187,7 @@ class EngineConfig:
     @property
     def param_words(self) -> int:
         """Words of one output-channel tile's parameters (:func:`param_tile_layout`)."""
-        return param_tile_layout(self.cols).size // (8 * self.rows)
+        return _param_tile_bits(self.cols) // (8 * self.rows)
 
     @property
     def profile_words(self) -> int:
@@ -218,8 +228,8 @@ class ErrorCode(enum.Enum, shape=4):
     BAD_OPCODE = 1     # opcode not in Opcode
     ZERO_SIZE = 2      # a height, width, row or channel count of zero
     IBUF_OVERFLOW = 3  # a region does not fit the activation buffer (or two regions overlap)
-    BAD_KERNEL = 4     # kernel not 1..3, dilation 0
-    BAD_STRIDE = 5     # stride not 1 or 2
+    BAD_KERNEL = 4     # kernel 0 (the field holds 1..7), dilation 0
+    BAD_STRIDE = 5     # stride not 1..4
     BAD_CHANNELS = 6   # channel counts that the layout cannot place (e.g. expand1x1 not a multiple of rows)
     BAD_POOL = 7       # pool kernel not 2 or 3, padding >= kernel, or too many channel blocks
     BAD_ADDRESS = 8    # an address beyond the memory port's reach
@@ -324,8 +334,8 @@ ConvCmd = data.StructLayout({
     "load": LoadSpec,
     "in_h": DIM_BITS,      # the tensor in the buffer (after pooling, if any)
     "in_w": DIM_BITS,
-    "kh": 2, "kw": 2,      # 1..3
-    "sy": 2, "sx": 2,      # 1..2
+    "kh": 3, "kw": 3,      # 1..7
+    "sy": 3, "sx": 3,      # 1..4
     "dil": 3,              # 1..7
     "pad_t": signed(4),    # input row of output row 0, tap 0 is -pad_t (band-local)
     "pad_l": 3,            # 0..7
@@ -467,7 +477,7 @@ def check_command(config: EngineConfig, raw: bytes) -> ErrorCode:
             return ErrorCode.ZERO_SIZE
         if 0 in (c.kh, c.kw, c.dil):
             return ErrorCode.BAD_KERNEL
-        if c.sy in (0, 3) or c.sx in (0, 3):
+        if not (1 <= c.sy <= MAX_STRIDE and 1 <= c.sx <= MAX_STRIDE):
             return ErrorCode.BAD_STRIDE
         if c.dst_pix < _cdiv(c.cout, R):
             return ErrorCode.BAD_PIXEL_STRIDE

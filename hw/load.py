@@ -18,12 +18,12 @@ Padding and ceil-mode overhang never win a maximum: they contribute nothing.
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .bus import MemPortSignature
 from .isa import ADDR_BITS, CB_BITS, DIM_BITS, IBUF_ADDR_BITS, EngineConfig
+from .prefetch import prefetch_reads
 
 __all__ = ["LoadOp", "LoadUnit", "BandReader", "PoolOnLoad", "buffer_write_layout"]
 
@@ -79,24 +79,12 @@ class BandReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         op, mem = self.op, self.mem
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * self._cfg.rows, depth=self.FIFO_DEPTH)
-        wiring.connect(m, fifo.r_stream, wiring.flipped(self.words))
-        # The reservation below guarantees room: the FIFO never refuses an answer, so rsp.ready is 1.
-        m.d.comb += [fifo.w_stream.valid.eq(mem.rsp.valid), fifo.w_stream.payload.eq(mem.rsp.payload),
-                     mem.rsp.ready.eq(1)]
         active = Signal()
         word = Signal(ADDR_BITS)
-        reserved = Signal(range(self.FIFO_DEPTH + 2))  # words in the FIFO or in flight
-        issue = Signal()
         pixel = Signal(ADDR_BITS)    # address of the pixel being read
         block = Signal(CB_BITS)
-        m.d.comb += [
-            mem.req.valid.eq(active & (reserved < self.FIFO_DEPTH)),
-            mem.req.payload.addr.eq(pixel + block),
-            mem.req.payload.write.eq(0),
-            issue.eq(mem.req.valid & mem.req.ready),
-        ]
-        m.d.sync += reserved.eq(reserved + issue - (self.words.valid & self.words.ready))
+        issue = prefetch_reads(m, mem, self.words, active=active, addr=pixel + block, depth=self.FIFO_DEPTH,
+                               width=8 * self._cfg.rows)
         with m.If(issue):
             m.d.sync += word.eq(word + 1)
             with m.If(block == op.cb - 1):
@@ -135,6 +123,8 @@ class PoolOnLoad(wiring.Component):
     """Max-pools the band's ``words`` as they arrive (see the module docstring): a horizontal stage
     (H1) keeps a running maximum per channel block, a vertical one (V0 reads the pooled word to merge
     into on ``ib_r*``, V1 writes it, then the pooled row the source row starts) emits ``write``.
+    ``ib_r*`` is a read-first port (as the engine's buffer): a word V1 writes in the cycle V0 reads it is
+    forwarded, so rows merge back to back at one word per cycle.
     ``busy`` while a word is inside; state resets on ``restart``."""
 
     def __init__(self, config: EngineConfig):
@@ -171,9 +161,18 @@ class PoolOnLoad(wiring.Component):
             m.d.sync += v1_bdone.eq(1)
 
         # V0: read the pooled word A to merge into. V1: write A (merged or first), then B.
-        m.d.comb += [self.ib_raddr.eq(v0_a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw)]
-        a_new = Mux(v1.a_rmw, _vmax(self.ib_rdata, v1.val, R), v1.val)
+        # Read only in the cycle V0 moves on: the word read is the one V1 merges into next.
+        m.d.comb += [self.ib_raddr.eq(v0_a_addr), self.ib_ren.eq(v0.valid & v0.a_ok & v0.a_rmw & adv)]
         write = self.write
+        # The buffer's read port is read-first: V0's read in the cycle V1 writes the same word returns the
+        # old word. That happens when consecutive emissions merge into one pooled word back to back (rows
+        # of one word: one pixel, one channel block), so the write is forwarded to the merge instead.
+        fwd = Signal()
+        fwd_data = Signal(W)
+        with m.If(self.ib_ren):  # the port's data changes only on a read
+            m.d.sync += [fwd.eq(write.valid & (write.payload.addr == v0_a_addr)), fwd_data.eq(write.payload.data)]
+        a_old = Mux(fwd, fwd_data, self.ib_rdata)
+        a_new = Mux(v1.a_rmw, _vmax(a_old, v1.val, R), v1.val)
         with m.If(v1.valid & v1.a_ok & ~v1_bdone):
             m.d.comb += [write.valid.eq(1), write.payload.addr.eq(v1.a_addr), write.payload.data.eq(a_new)]
         with m.Elif(v1.valid & v1.b_ok):

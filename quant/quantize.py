@@ -40,7 +40,7 @@ from .arith import (
     wrap_int32,
 )
 from .calibrate import QParams, calibrate, device_tensors, qparam_groups, qparams_from_range, round_half_away
-from .graph import Add, Concat, Conv, Flatten, GlobalAvgPool, Graph, HostOp, Input, MaxPool, capture
+from .graph import Add, Concat, Conv, Flatten, GlobalAvgPool, Graph, HostOp, Input, MaxPool, MaxPoolWindow, capture
 
 __all__ = [
     "MAX_MULTIPLIER", "BIAS_LIMIT", "QTensor", "QNode", "QInput", "QConv", "QDualConv", "QMaxPool",
@@ -138,6 +138,9 @@ class QConv(QNode):
     s_in: float
     s_out: float
     groups: ClassVar[int] = 1
+    #: A depthwise convolution stored dense: ``weight[c, k]`` is zero for ``k != c`` (the golden arithmetic is
+    #: the dense convolution's, exactly); the compiler gives each output tile only its own input channels.
+    depthwise: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -223,15 +226,10 @@ class QDualConv(QNode):
 
 
 @dataclass(kw_only=True, eq=False)
-class QMaxPool(QNode):
-    """Max pool on int8 (output shares the input's scale and zero point); ``padding`` is ``(py, px)``."""
+class QMaxPool(QNode, MaxPoolWindow):
+    """Max pool on int8 over a :class:`~quant.graph.MaxPoolWindow` (output shares the input's scale and zero point)."""
 
     op: ClassVar[str] = "maxpool"
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    ceil_mode: bool
-    in_shape: tuple[int, ...]
 
 
 @dataclass(kw_only=True, eq=False)
@@ -479,6 +477,8 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
             s_out, zp_out = qp[name].scale, qp[name].zero_point
             m0, shift = _requant_params(acc / s_out, name)
             lo, hi = relu_bounds(zp_out, node.relu)
+            if getattr(node, "relu6", False):   # 6 quantized as TFLite does: zp + round(6 / s)
+                hi = int(min(INT8_MAX, zp_out + round_half_away(np.float64(6.0 / s_out))))
             geo = src[0]
             common = dict(name=name, shape=node.shape, bias=bias, m0=m0, shift=shift, zp_out=zp_out,
                           act_min=lo, act_max=hi, stride=geo.stride, padding=geo.padding,
@@ -486,7 +486,7 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
             if isinstance(node, Conv):
                 t_in = terms[0][1]
                 nodes.append(QConv(inputs=(t_in,), weight=ws[0], zp_in=qp[t_in].zero_point,
-                                   in_shape=geo.in_shape, s_in=s_ins[0], **common))
+                                   in_shape=geo.in_shape, s_in=s_ins[0], depthwise=geo.depthwise, **common))
             else:
                 ta, tb = terms[0][1], terms[1][1]
                 nodes.append(QDualConv(inputs=(ta, tb), weight_a=ws[0], weight_b=ws[1],
@@ -496,9 +496,7 @@ def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], *, max_iterat
         elif isinstance(node, Conv):
             continue  # an operand of a dual convolution
         elif isinstance(node, MaxPool):
-            nodes.append(QMaxPool(name=name, inputs=node.inputs, shape=node.shape, kernel=node.kernel,
-                                  stride=node.stride, padding=node.padding, ceil_mode=node.ceil_mode,
-                                  in_shape=node.in_shape))
+            nodes.append(QMaxPool(name=name, inputs=node.inputs, shape=node.shape, **node.window()))
         elif isinstance(node, GlobalAvgPool):
             nodes.append(_quantize_gap(node, qp[node.inputs[0]], qp[name]))
         elif isinstance(node, Concat):

@@ -15,13 +15,12 @@ nearest-even) where the golden model uses gemmlowp's fixed-point
 boundaries; everything else (accumulation, zero points, padding, clamping)
 must agree exactly.
 
-Run ``python -m quant.torch_ref`` for the agreement table over every Fire
+Run ``python -m tools.torch_ref`` for the agreement table over every Fire
 module convolution of SqueezeNet 1.1 (needs the shared data).
 """
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,24 +32,32 @@ from .golden import conv_accumulate, run_conv
 from .quantize import QConv, QGraph
 
 __all__ = ["qnnpack_conv", "fp32_requantize", "Agreement", "compare_conv", "compare_fire_convs",
-           "format_table", "main"]
+           "format_table"]
 
 
 def qnnpack_conv(x, node: QConv) -> np.ndarray:
     """Run ``node`` on int8 ``x`` ``(Cin, H, W)`` with PyTorch's QNNPACK kernels; int8 ``(Cout, Ho, Wo)``.
 
-    Raises
-    ------
-    ValueError
-        For asymmetric padding (PyTorch's quantized convolution pads
-        symmetrically) or a clamp other than none / ReLU.
+    PyTorch's quantized convolution pads symmetrically: asymmetric padding
+    ``(top, left, bottom, right)`` is applied to the int8 input beforehand with
+    the input zero point (the value a padded tap reads, real 0), and the
+    convolution runs unpadded.
+
+    A depthwise ``node`` (dense weights, zero off the diagonal) runs as PyTorch's grouped convolution
+    (``groups = channels``, the diagonal as its weights). A clamp other than none or ReLU (ReLU6) is
+    applied to QNNPACK's unclamped int8 output: clamping after the requantization is the same operation.
     """
     t, l, b, r = node.padding
     if (t, l) != (b, r):
-        raise ValueError(f"{node.name}: PyTorch needs symmetric padding, got {node.padding}")
-    if (node.act_min, node.act_max) not in ((-128, 127), (node.zp_out, 127)):
-        raise ValueError(f"{node.name}: clamp [{node.act_min}, {node.act_max}] is neither none nor ReLU")
-    relu = node.act_min == node.zp_out and node.act_min > -128
+        x = np.pad(np.asarray(x, dtype=np.int16), ((0, 0), (t, b), (l, r)), constant_values=node.zp_in)
+        t = l = 0
+    clamp_after = (node.act_min, node.act_max) not in ((-128, 127), (node.zp_out, 127))
+    relu = node.act_min == node.zp_out and node.act_min > -128 and not clamp_after
+    depthwise = getattr(node, "depthwise", False)
+    weight = node.weight.astype(np.int8)
+    if depthwise:
+        c = node.out_channels
+        weight = np.ascontiguousarray(weight[np.arange(c), np.arange(c)][:, None])
     torch.backends.quantized.engine = "qnnpack"
     x = np.asarray(x, dtype=np.int16)
     w_scale = torch.from_numpy(np.asarray(node.weight_scale, dtype=np.float64))
@@ -58,17 +65,18 @@ def qnnpack_conv(x, node: QConv) -> np.ndarray:
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         qx = torch._make_per_tensor_quantized_tensor(torch.from_numpy((x + 128).astype(np.uint8))[None],
                                                      node.s_in, node.zp_in + 128)
-        qw = torch._make_per_channel_quantized_tensor(torch.from_numpy(node.weight.astype(np.int8)), w_scale,
+        qw = torch._make_per_channel_quantized_tensor(torch.from_numpy(weight), w_scale,
                                                       torch.zeros(node.out_channels, dtype=torch.int64), 0)
     bias = torch.from_numpy(node.bias.astype(np.float64) * node.acc_scale).float()
     cls = torch.ao.nn.intrinsic.quantized.ConvReLU2d if relu else torch.ao.nn.quantized.Conv2d
     conv = cls(node.in_channels, node.out_channels, node.kernel_size, stride=node.stride, padding=(t, l),
-               dilation=node.dilation)
+               dilation=node.dilation, groups=node.out_channels if depthwise else 1)
     conv.set_weight_bias(qw, bias)
     conv.scale, conv.zero_point = float(node.s_out), int(node.zp_out) + 128
     with torch.no_grad():
         y = conv(qx)
-    return (y.int_repr()[0].numpy().astype(np.int16) - 128).astype(np.int8)
+    out = y.int_repr()[0].numpy().astype(np.int16) - 128
+    return np.clip(out, node.act_min, node.act_max).astype(np.int8)
 
 
 def fp32_requantize(acc, node: QConv) -> np.ndarray:
@@ -164,29 +172,3 @@ def format_table(rows: list[Agreement]) -> str:
         lines.append(f"| {name} | {r.outputs} | {100 * r.exact_rate:.3f} | {100 * r.within1_rate:.3f} | "
                      f"{r.max_diff} | {100 * r.acc_match_rate:.3f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m quant.torch_ref``: golden vs QNNPACK on SqueezeNet 1.1's Fire convolutions."""
-    from sw.models.squeezenet import CALIBRATION_KINDS, load_squeezenet11, quantize_squeezenet11
-    from sw.shared import imagenet_preprocess, require_shared
-
-    from . import golden
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--images", nargs="+", default=["images/coco_cat.jpg", "images/coco_dog.jpg"],
-                   help="images (paths relative to the shared directory), ImageNet preprocessing")
-    p.add_argument("--calibration", choices=CALIBRATION_KINDS, default="imagenet")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    q = quantize_squeezenet11(args.calibration, load_squeezenet11())
-    runs = [golden.run(q, golden.quantize_input(imagenet_preprocess(require_shared(img)), q.qparams(q.inputs[0])))
-            for img in args.images]
-    print(f"SqueezeNet 1.1, calibration {args.calibration!r}, images {', '.join(args.images)}; "
-          f"torch {torch.__version__}, engine qnnpack")
-    print(format_table(compare_fire_convs(q, runs)))
-
-
-if __name__ == "__main__":
-    main()

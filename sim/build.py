@@ -385,35 +385,51 @@ def build(design, *, name: str = "top", build_root: str | os.PathLike | None = N
             info = json.loads(flag.read_text())
             return Build(directory, toplevel, key, True, time.monotonic() - t0, info["build_seconds"],
                          waves, info["metadata"])
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        src = directory / f"{toplevel}.v"
-        src.write_text(verilog_text)
-        runtime_objs = None
-        if runtime_dir.is_dir() and os.environ.get("KINDLING_NO_RUNTIME_CACHE", "0") in ("", "0"):
-            runtime_objs = _runtime_files(runtime_dir) or None
-        runner = verilator_runner(public_all, runtime_objs, make_vars)
-        if not verbose:
-            runner.log.setLevel(logging.WARNING)
-        log = None if verbose else directory / "build.log"
-        tb = time.monotonic()
-        try:
-            runner.build(sources=[src], hdl_toplevel=toplevel, build_args=args, build_dir=directory,
-                         waves=waves, log_file=log, always=True)
-        except (RuntimeError, SystemExit) as exc:
-            tail = ""
-            if log is not None and log.exists():
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            raise BuildError(f"Verilator build of {toplevel} in {directory} failed: {exc}\n{tail}") from exc
-        build_seconds = time.monotonic() - tb
-        if runtime_objs is None:
-            _store_runtime(directory, runtime_dir)
+        build_seconds, runtime_cached = _verilate(directory, runtime_dir, toplevel, verilog_text, args, make_vars,
+                                                  public_all=public_all, waves=waves, verbose=verbose)
         meta = dict(metadata, toplevel=toplevel, internal_clock=internal_clock, waves=waves,
                     trace_file=None if not waves else f"dump.{trace_format}",
                     public_all=public_all, args=args, make_vars=make_vars, tools=versions)
-        flag.write_text(json.dumps({"build_seconds": build_seconds, "runtime_cached": bool(runtime_objs),
+        flag.write_text(json.dumps({"build_seconds": build_seconds, "runtime_cached": runtime_cached,
                                     "metadata": meta}, indent=1))
         return Build(directory, toplevel, key, False, time.monotonic() - t0, build_seconds, waves, meta)
+
+
+def _verilate(directory: Path, runtime_dir: Path, toplevel: str, verilog_text: str, args: list, make_vars: dict,
+              *, public_all: bool, waves: bool, verbose: bool) -> tuple[float, bool]:
+    """Write the Verilog into a fresh ``directory`` and build it: ``(seconds, whether the runtime was cached)``.
+
+    The Verilator runtime objects compiled by an earlier build with the same tools and flags
+    (``runtime_dir``) are reused, or stored there after this build.
+    """
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    src = directory / f"{toplevel}.v"
+    src.write_text(verilog_text)
+    runtime_objs = None
+    if runtime_dir.is_dir() and os.environ.get("KINDLING_NO_RUNTIME_CACHE", "0") in ("", "0"):
+        runtime_objs = _runtime_files(runtime_dir) or None
+    runner = verilator_runner(public_all, runtime_objs, make_vars)
+    if not verbose:
+        runner.log.setLevel(logging.WARNING)
+    log = None if verbose else directory / "build.log"
+    tb = time.monotonic()
+    try:
+        runner.build(sources=[src], hdl_toplevel=toplevel, build_args=args, build_dir=directory,
+                     waves=waves, log_file=log, always=True)
+    except (RuntimeError, SystemExit) as exc:
+        tail = ""
+        if log is not None and log.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        raise BuildError(f"Verilator build of {toplevel} in {directory} failed: {exc}\n{tail}") from exc
+    build_seconds = time.monotonic() - tb
+    if not (directory / toplevel).is_file():
+        # cocotb's runner does not always raise when make fails (a bad MAKEFLAGS value, for one).
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+        raise BuildError(f"Verilator build of {toplevel} in {directory} left no model executable\n{tail}")
+    if runtime_objs is None:
+        _store_runtime(directory, runtime_dir)
+    return build_seconds, bool(runtime_objs)
 
 
 def _have_header(name: str) -> bool:

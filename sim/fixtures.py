@@ -86,7 +86,7 @@ class CopyEngine(wiring.Component):
         cfg = self._config
         ab = cfg.mem_addr_bits
         wbits = 8 * cfg.rows
-        csr, req, rsp = self.csr, self.mem.req, self.mem.rsp
+        req, rsp = self.mem.req, self.mem.rsp
 
         busy = Signal()
         done = Signal()
@@ -109,50 +109,9 @@ class CopyEngine(wiring.Component):
         in_flight = Signal(range(self._buffer_words + 1))
 
         # CSR bus ----------------------------------------------------------------------------
-        status = Signal(32)
-        m.d.comb += status.eq(Mux(busy, Status.BUSY, 0) | Mux(done, Status.DONE, 0)
-                              | Mux(error, Status.ERROR, 0) | (err_code << 8))
-        c0, c1, c2 = cfg.config_words()
-        read_map = {
-            Reg.ID: ENGINE_ID,
-            Reg.VERSION: VERSION[0] << 16 | VERSION[1],
-            Reg.CONFIG0: c0,
-            Reg.CONFIG1: c1,
-            Reg.CONFIG2: c2,
-            Reg.STATUS: status,
-            Reg.CMD_ADDR: cmd_addr,
-            Reg.CMD_COUNT: cmd_count,
-            Reg.CMD_INDEX: written,
-            Reg.PROF_ADDR: prof_addr,
-            Reg.CYCLES: cycles,
-            Reg.ACTIVE: active,
-            Reg.SCRATCH: scratch,
-        }
-        with m.If(csr.r_stb), m.Switch(csr.addr):
-            for reg, value in read_map.items():
-                with m.Case(reg):
-                    m.d.sync += csr.r_data.eq(value)
-            with m.Default():
-                m.d.sync += csr.r_data.eq(0)
-
-        start = Signal()
-        clear = Signal()
-        m.d.comb += [
-            start.eq(csr.w_stb & (csr.addr == Reg.CTRL) & ((csr.w_data & Ctrl.START) != 0)),
-            clear.eq(csr.w_stb & (csr.addr == Reg.CTRL) & ((csr.w_data & Ctrl.CLEAR) != 0)),
-        ]
-        with m.If(csr.w_stb), m.Switch(csr.addr):
-            with m.Case(Reg.CMD_ADDR):
-                m.d.sync += cmd_addr.eq(csr.w_data)
-            with m.Case(Reg.CMD_COUNT):
-                m.d.sync += cmd_count.eq(csr.w_data)
-            with m.Case(Reg.PROF_ADDR):
-                m.d.sync += prof_addr.eq(csr.w_data)
-            with m.Case(Reg.SCRATCH):
-                m.d.sync += scratch.eq(csr.w_data)
-
-        m.d.comb += self.irq.eq(done | error)
-
+        start, clear = self._csr_bus(m, busy=busy, done=done, error=error, err_code=err_code, cmd_addr=cmd_addr,
+                                     cmd_count=cmd_count, prof_addr=prof_addr, written=written, cycles=cycles,
+                                     active=active, scratch=scratch)
         # Run control ------------------------------------------------------------------------
         limit = 1 << ab
         bad_range = (cmd_addr + cmd_count > limit) | (prof_addr + cmd_count > limit)
@@ -221,3 +180,52 @@ class CopyEngine(wiring.Component):
             m.d.sync += [busy.eq(0), done.eq(1)]
 
         return m
+
+    def _csr_bus(self, m: Module, *, busy, done, error, err_code, cmd_addr, cmd_count, prof_addr, written,
+                 cycles, active, scratch):
+        """The registers on the CSR bus (reads answered the next cycle) and ``irq``; the ``CTRL`` strobes
+        ``(start, clear)``."""
+        csr = self.csr
+        m.d.comb += self.irq.eq(done | error)
+        status = Signal(32)
+        m.d.comb += status.eq(Mux(busy, Status.BUSY, 0) | Mux(done, Status.DONE, 0)
+                              | Mux(error, Status.ERROR, 0) | (err_code << 8))
+        c0, c1, c2 = self._config.config_words()
+        read_map = {
+            Reg.ID: ENGINE_ID,
+            Reg.VERSION: VERSION[0] << 16 | VERSION[1],
+            Reg.CONFIG0: c0,
+            Reg.CONFIG1: c1,
+            Reg.CONFIG2: c2,
+            Reg.STATUS: status,
+            Reg.CMD_ADDR: cmd_addr,
+            Reg.CMD_COUNT: cmd_count,
+            Reg.CMD_INDEX: written,
+            Reg.PROF_ADDR: prof_addr,
+            Reg.CYCLES: cycles,
+            Reg.ACTIVE: active,
+            Reg.SCRATCH: scratch,
+        }
+        with m.If(csr.r_stb), m.Switch(csr.addr):
+            for reg, value in read_map.items():
+                with m.Case(reg):
+                    m.d.sync += csr.r_data.eq(value)
+            with m.Default():
+                m.d.sync += csr.r_data.eq(0)
+
+        start = Signal()
+        clear = Signal()
+        m.d.comb += [
+            start.eq(csr.w_stb & (csr.addr == Reg.CTRL) & ((csr.w_data & Ctrl.START) != 0)),
+            clear.eq(csr.w_stb & (csr.addr == Reg.CTRL) & ((csr.w_data & Ctrl.CLEAR) != 0)),
+        ]
+        with m.If(csr.w_stb), m.Switch(csr.addr):
+            with m.Case(Reg.CMD_ADDR):
+                m.d.sync += cmd_addr.eq(csr.w_data)
+            with m.Case(Reg.CMD_COUNT):
+                m.d.sync += cmd_count.eq(csr.w_data)
+            with m.Case(Reg.PROF_ADDR):
+                m.d.sync += prof_addr.eq(csr.w_data)
+            with m.Case(Reg.SCRATCH):
+                m.d.sync += scratch.eq(csr.w_data)
+        return start, clear

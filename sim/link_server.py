@@ -10,7 +10,7 @@ and sent to the host. The simulation runs freely meanwhile (the board's
 timeouts and the engine's runs take simulated time whether or not bytes
 move); the socket is polled every ``POLL_CYCLES`` cycles.
 
-Messages use :func:`sim.server.send_msg` framing (JSON header, raw payload).
+Messages use :mod:`sim.wire` framing (JSON header, raw payload).
 Host to simulator: ``write`` + bytes; ``break(bits)``; ``drain(id)`` (answered
 ``drained(id)`` when everything written before it is on the wire);
 ``cycles(id)``; ``reset(id)`` (the top's reset held for 4 cycles); ``shutdown``. Simulator to
@@ -22,47 +22,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 
-from .server import ENV_META, ENV_SOCKET, send_msg
+from .wire import ENV_META, ENV_SOCKET, FrameDecoder, send_msg
 
 __all__ = ["POLL_CYCLES", "serve_link"]
 
 #: Cycles between two looks at the socket.
 POLL_CYCLES = 256
-
-_PREFIX = struct.Struct("<IQ")
-
-
-class _Inbox:
-    """Non-blocking reassembly of framed messages from a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-        self.closed = False
-
-    def poll(self) -> list:
-        while True:
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                self.closed = True
-                break
-            self.buf += chunk
-        out = []
-        while len(self.buf) >= _PREFIX.size:
-            hlen, plen = _PREFIX.unpack_from(self.buf)
-            end = _PREFIX.size + hlen + plen
-            if len(self.buf) < end:
-                break
-            head = json.loads(bytes(self.buf[_PREFIX.size:_PREFIX.size + hlen]))
-            out.append((head, bytes(self.buf[_PREFIX.size + hlen:end])))
-            del self.buf[:end]
-        return out
-
 
 async def serve_link(dut):
     """Connect to the host, reset the board top, carry the serial line until ``shutdown``."""
@@ -94,7 +60,7 @@ async def serve_link(dut):
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
-    inbox = _Inbox(sock)
+    inbox = FrameDecoder(sock)
     out = bytearray()
 
     def send(header, payload=b""):

@@ -23,20 +23,16 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import shutil
-import signal
-import socket
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from hw.boards import board as board_spec
 from sw.transport import TransportError
+
+from .launch import SimulatorRun
+from .wire import recv_msg, send_msg
 
 __all__ = ["LinkSimulation", "SimSerialPort", "FaultyPort", "FAULTS", "ANSWER_FAULTS", "open_sim_port"]
 
@@ -152,17 +148,15 @@ class LinkSimulation:
     def __init__(self, board: str = "icebreaker", *, divisor: int = 8, frame_timeout: int | None = None,
                  build_dir=None, verbose: bool = False, waves: bool | None = None, start_timeout: float = 120.0,
                  top_options: dict | None = None):
-        from sim.build import build, setup_verilator_env, verilator_runner
-        from sim.link_top import LinkSimTop
-        from sim.server import ENV_META, ENV_SOCKET
+        from .build import build, setup_verilator_env
+        from .link_top import LinkSimTop
 
         self.spec = board_spec(board)
         self._closed = False
+        self._run = None
         self._sock = None
-        self._thread = None
         self._reader = None
         self._error = None
-        self._pid = None
         self._replies: dict[int, dict] = {}
         self._next_id = 0
         self._lock = threading.Lock()
@@ -179,59 +173,24 @@ class LinkSimulation:
         self.build = build(top, build_root=build_dir, waves=waves, verbose=verbose)
         log.info("link model %s (%s, %.1f s)", self.build.directory, "cached" if self.build.cached else "built",
                  self.build.seconds)
-        self._tmp = Path(tempfile.mkdtemp(prefix="kindling-link-"))
-        test_dir = self._tmp
-        if self.build.waves:
-            test_dir = self.build.directory / f"run-{os.getpid()}-{time.strftime('%H%M%S')}"
-            test_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = None if verbose else self._tmp / "sim.log"
-        sock_path = str(self._tmp / "sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(sock_path)
-        listener.listen(1)
-        listener.settimeout(0.5)
-        runner = verilator_runner(self.build.metadata.get("public_all", False))
-        if not verbose:
-            runner.log.setLevel(logging.WARNING)
-        env = {ENV_SOCKET: sock_path, ENV_META: str(self.build.directory / "kindling_build.json"),
-               "COCOTB_LOG_LEVEL": "INFO" if verbose else "WARNING"}
-
-        def run_sim():
-            try:
-                runner.test(test_module="sim.link_server", hdl_toplevel=self.build.toplevel,
-                            hdl_toplevel_lang="verilog", build_dir=self.build.directory, test_dir=test_dir,
-                            extra_env=env, log_file=self.log_path, results_xml=str(self._tmp / "results.xml"),
-                            waves=self.build.waves)
-            except BaseException as exc:
-                self._error = exc
-
-        self._thread = threading.Thread(target=run_sim, name="kindling-link-sim", daemon=True)
-        self._thread.start()
-        from sw.backends.verilator import accept_simulator
-
-        t0 = time.monotonic()
-        self._sock = accept_simulator(self, listener, start_timeout)
-        from sim.server import recv_msg
-
-        hello, _ = recv_msg(self._sock)
-        self._pid = hello["pid"]
+        self._run = SimulatorRun(self.build, "sim.link_server", name="link", verbose=verbose,
+                                 start_timeout=start_timeout)
+        self.log_path = self._run.log_path
+        self._sock = self._run.sock
+        hello, _ = self._run.hello
+        self._run.pid = hello["pid"]
         self.period_steps = hello["period_steps"]
-        self.start_seconds = time.monotonic() - t0
+        self.start_seconds = self._run.start_seconds
         self.port = SimSerialPort(self)
         self._reader = threading.Thread(target=self._read_loop, name="kindling-link-reader", daemon=True)
         self._reader.start()
 
     # ---- plumbing ----------------------------------------------------------------------------
 
-    def _log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n--- simulator log (tail) ---\n" + "\n".join(tail)
+    def _log_tail(self) -> str:
+        return self._run.log_tail()
 
     def _read_loop(self):
-        from sim.server import recv_msg
-
         while True:
             try:
                 msg = recv_msg(self._sock)
@@ -258,12 +217,11 @@ class LinkSimulation:
     def _check_alive(self):
         if self._closed:
             raise TransportError("the link simulation is closed")
-        if self._error is not None and self.bye is None:
-            raise TransportError(f"lost the simulator: {self._error!r}{self._log_tail()}")
+        error = self._error or self._run.error
+        if error is not None and self.bye is None:
+            raise TransportError(f"lost the simulator: {error!r}{self._log_tail()}")
 
     def _send(self, header: dict, payload: bytes = b"") -> None:
-        from sim.server import send_msg
-
         self._check_alive()
         try:
             with self._lock:
@@ -299,24 +257,17 @@ class LinkSimulation:
         """Shut the simulator down (idempotent)."""
         if self._closed:
             return
-        if self._sock is not None:
-            with contextlib.suppress(OSError, TransportError):
-                self._send({"op": "shutdown"})
-                deadline = time.monotonic() + 10
-                with self._cv:
-                    while self.bye is None and self._error is None and time.monotonic() < deadline:
-                        self._cv.wait(0.1)
+        if self._run is not None:
+            self._run.stop(self._goodbye)
         self._closed = True
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            if self._thread.is_alive() and self._pid is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(self._pid, signal.SIGKILL)
-                self._thread.join(timeout=10)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _goodbye(self) -> None:
+        self._send({"op": "shutdown"})
+        deadline = time.monotonic() + 10
+        with self._cv:
+            while self.bye is None and self._error is None and self._run.error is None \
+                    and time.monotonic() < deadline:
+                self._cv.wait(0.1)
 
     def __enter__(self):
         return self
@@ -468,29 +419,28 @@ class FaultyPort:
 def open_sim_port(name: str, **kw) -> SimSerialPort:
     """A serial port to a simulated board, from a port name ``sim:<board>`` (the board top in Verilator).
 
-    Closing the port shuts the simulation down; ``kw`` go to :class:`LinkSimulation`.
+    Closing the port shuts the simulation down; ``kw`` go to :class:`LinkSimulation`. Opened by
+    ``sw.backends.open_port`` for a ``sim:`` port (which names the port in any error).
 
     Raises
     ------
     ValueError
-        If ``name`` is not ``sim:<board>``.
-    sw.backends.serial.LinkError
-        If there is no such board, or its simulation does not start (the
-        message names the port; the cause is chained).
+        If ``name`` is not ``sim:<board>`` of a known board.
+    RuntimeError
+        If the simulation does not start (the cause chained); a :class:`TransportError` as it is.
     """
     from hw.boards import BOARDS
-    from sw.backends.serial import LinkError
 
     if not name.startswith("sim:"):
         raise ValueError(f"a simulated port is named sim:<board>, got {name!r}")
     if name[4:] not in BOARDS:
-        raise LinkError(f"{name}: no such simulated board; known: {', '.join('sim:' + b for b in BOARDS)}")
+        raise ValueError(f"no such simulated board; known: {', '.join('sim:' + b for b in BOARDS)}")
     try:
         port = LinkSimulation(name[4:], **kw).port
     except TransportError:
         raise
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LinkError(f"{name}: the simulated board did not start: {reason}") from e
+        raise RuntimeError(f"the simulated board did not start: {reason}") from e
     port.owns_simulation = True
     return port

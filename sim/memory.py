@@ -40,6 +40,9 @@ Faults
     and records the address in ``info.fault_addr`` (first fault only); such a
     write is dropped and such a read answers zero. ``info.reads`` and
     ``info.writes`` count accepted requests (wrapping at 2**32).
+    ``info.stalled`` counts the cycles in which a stall (random or
+    ``stall.block``) withheld a request the port offered or held back an
+    answer that was ready: the proof that a stall test's stalls happened.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def MemInfoSignature(addr_bits: int) -> wiring.Signature:
         "fault_addr": Out(addr_bits),
         "reads": Out(32),
         "writes": Out(32),
+        "stalled": Out(32),
     })
 
 
@@ -82,6 +86,11 @@ def xorshift32(x: int) -> int:
     x ^= x >> 17
     x ^= (x << 5) & 0xFFFFFFFF
     return x
+
+
+def _read_only(name: str, doc: str) -> property:
+    """A read-only property returning the constructor's checked parameter ``_<name>``."""
+    return property(lambda self: getattr(self, "_" + name), doc=doc)
 
 
 def _is_pow2(n: int) -> bool:
@@ -203,46 +212,19 @@ class SimMemory(wiring.Component):
 
     # Read-only parameters -------------------------------------------------------------------
 
-    @property
-    def word_bytes(self) -> int:
-        return self._word_bytes
-
-    @property
-    def addr_bits(self) -> int:
-        return self._addr_bits
-
-    @property
-    def mem_words(self) -> int:
-        return self._mem_words
-
-    @property
-    def latency(self) -> int:
-        """Cycles from a read's acceptance to its answer on ``rsp`` (no stalls)."""
-        return self._latency
-
-    @property
-    def max_outstanding(self) -> int:
-        return self._max_outstanding
-
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @property
-    def row_bytes(self) -> int:
-        return self._row_bytes
-
-    @property
-    def words_per_row(self) -> int:
-        return self._words_per_row
+    word_bytes = _read_only("word_bytes", "Bytes of a memory word (the bus's width).")
+    addr_bits = _read_only("addr_bits", "Width of the bus's word address.")
+    mem_words = _read_only("mem_words", "Words of storage.")
+    latency = _read_only("latency", "Cycles from a read's acceptance to its answer on ``rsp`` (no stalls).")
+    max_outstanding = _read_only("max_outstanding", "Reads accepted and not yet answered, at most.")
+    seed = _read_only("seed", "Seed of the stall generator after reset.")
+    row_bytes = _read_only("row_bytes", "Bytes of a storage row (the backdoor's unit).")
+    words_per_row = _read_only("words_per_row", "Words in a storage row.")
+    storage = _read_only("storage", "``amaranth`` (a MemoryData) or ``verilog`` (a plain array, for Verilator).")
 
     @property
     def n_rows(self) -> int:
         return self._mem_words // self._words_per_row
-
-    @property
-    def storage(self) -> str:
-        return self._storage
 
     @property
     def memory_path(self) -> tuple[str, ...]:
@@ -342,21 +324,7 @@ class SimMemory(wiring.Component):
         lane_bits = (wpr - 1).bit_length()
         req, rsp = self.bus.req, self.bus.rsp
 
-        # Stall generator: xorshift32, one step per cycle.
-        rng = Signal(32, init=self._seed)
-        x1 = rng ^ (rng << 13)[:32]
-        x2 = x1 ^ (x1 >> 17)
-        x3 = x2 ^ (x2 << 5)[:32]
-        with m.If(self.stall.load):
-            m.d.sync += rng.eq(Mux(self.stall.seed == 0, 1, self.stall.seed))
-        with m.Else():
-            m.d.sync += rng.eq(x3[:32])
-        hold_req = Signal()
-        hold_rsp = Signal()
-        m.d.comb += [
-            hold_req.eq(self.stall.block | (rng[0:8] < self.stall.req)),
-            hold_rsp.eq(self.stall.block | (rng[8:16] < self.stall.rsp)),
-        ]
+        hold_req, hold_rsp = self._stall_generator(m)
 
         # Request side.
         outstanding = Signal(range(self._max_outstanding + 1))
@@ -443,12 +411,37 @@ class SimMemory(wiring.Component):
         with m.Elif(~is_read & popped):
             m.d.sync += outstanding.eq(outstanding - 1)
 
-        # Status.
+        req_stalled = req.valid & hold_req & (outstanding < self._max_outstanding)
+        rsp_stalled = answers.r_rdy & ~presenting & hold_rsp
+        with m.If(req_stalled | rsp_stalled):
+            m.d.sync += self.info.stalled.eq(self.info.stalled + 1)
+
+        self._status(m, accept=accept, in_range=in_range, addr=addr, is_read=is_read, is_write=is_write)
+        return m
+
+    def _stall_generator(self, m: Module) -> tuple[Signal, Signal]:
+        """xorshift32, one step per cycle: ``(hold_req, hold_rsp)`` for this cycle."""
+        rng = Signal(32, init=self._seed)
+        x1 = rng ^ (rng << 13)[:32]
+        x2 = x1 ^ (x1 >> 17)
+        x3 = x2 ^ (x2 << 5)[:32]
+        with m.If(self.stall.load):
+            m.d.sync += rng.eq(Mux(self.stall.seed == 0, 1, self.stall.seed))
+        with m.Else():
+            m.d.sync += rng.eq(x3[:32])
+        hold_req = Signal()
+        hold_rsp = Signal()
+        m.d.comb += [
+            hold_req.eq(self.stall.block | (rng[0:8] < self.stall.req)),
+            hold_rsp.eq(self.stall.block | (rng[8:16] < self.stall.rsp)),
+        ]
+        return hold_req, hold_rsp
+
+    def _status(self, m: Module, *, accept, in_range, addr, is_read, is_write) -> None:
+        """The ``info`` port: the first out-of-range access, and the reads and writes counted."""
         with m.If(accept & ~in_range & ~self.info.fault):
             m.d.sync += [self.info.fault.eq(1), self.info.fault_addr.eq(addr)]
         with m.If(is_read):
             m.d.sync += self.info.reads.eq(self.info.reads + 1)
         with m.If(is_write):
             m.d.sync += self.info.writes.eq(self.info.writes + 1)
-
-        return m

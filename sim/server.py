@@ -1,6 +1,6 @@
 """A cocotb test module that serves a host process over a local socket.
 
-The host side is :class:`sw.backends.verilator.VerilatorBackend`: it builds a
+The host side is :class:`sim.verilator_backend.VerilatorBackend`: it builds a
 :class:`sim.top.SimTop`, listens on a Unix socket, and starts the simulation
 with ``COCOTB_TEST_MODULES=sim.server``; the single test here connects to the
 socket named by ``KINDLING_SIM_SOCKET``, reads the build's metadata from
@@ -10,8 +10,8 @@ requests until ``shutdown`` (or until the host goes away).
 While a request is being read the simulator is frozen: simulated time only
 passes inside requests that need it (CSR accesses, ``run``, ``run_until``).
 
-Wire format (both directions): a 12-byte prefix ``<IQ`` (header length,
-payload length), a JSON header, then the raw payload. Requests are
+Wire format: :mod:`sim.wire` (a 12-byte prefix, a JSON header, the raw
+payload). Requests are
 ``{"op": name, ...arguments}``; answers ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": kind, "message": text}`` where ``kind`` is
 ``"EngineTimeout"``, ``"ValueError"`` or another exception's class name.
@@ -38,61 +38,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import time
 
 import numpy as np
 
-__all__ = ["ENV_SOCKET", "ENV_META", "PROTOCOL", "send_msg", "recv_msg", "CLOCK_PERIOD_NS",
-           "pack_binstr", "unpack_binstr", "serve"]
+from .wire import ENV_META, ENV_SOCKET, PROTOCOL, recv_msg, send_msg
 
-ENV_SOCKET = "KINDLING_SIM_SOCKET"
-ENV_META = "KINDLING_SIM_META"
-PROTOCOL = 1
+__all__ = ["CLOCK_PERIOD_NS", "pack_binstr", "unpack_binstr", "serve"]
+
 #: Simulated clock period when the server drives the clock (only matters for
 #: waveforms: everything else counts cycles).
 CLOCK_PERIOD_NS = 10
 
-_PREFIX = struct.Struct("<IQ")
-
 # cocotb's GPI set actions (cocotb.handle._GPISetAction): write at once.
 _NO_DELAY = 3
 _DEPOSIT = 0
-
-
-# --- wire format (shared with the host side) -------------------------------------------------
-
-def send_msg(sock: socket.socket, header: dict, payload: bytes | bytearray | memoryview = b"") -> None:
-    """Send one framed message."""
-    head = json.dumps(header).encode()
-    sock.sendall(_PREFIX.pack(len(head), len(payload)) + head)
-    if len(payload):
-        sock.sendall(payload)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            return None
-        got += k
-    return buf
-
-
-def recv_msg(sock: socket.socket) -> tuple[dict, bytearray] | None:
-    """Receive one framed message; None when the peer has closed the connection."""
-    prefix = _recv_exact(sock, _PREFIX.size)
-    if prefix is None:
-        return None
-    hlen, plen = _PREFIX.unpack(prefix)
-    head = _recv_exact(sock, hlen)
-    payload = _recv_exact(sock, plen) if plen else bytearray()
-    if head is None or payload is None:
-        return None
-    return json.loads(head), payload
 
 
 # --- row <-> binary string conversion --------------------------------------------------------
@@ -319,7 +279,8 @@ class _Server:
     def mem_info(self) -> dict:
         d = self.dut
         return {"fault": int(d.mem_info__fault.value), "fault_addr": int(d.mem_info__fault_addr.value),
-                "reads": int(d.mem_info__reads.value), "writes": int(d.mem_info__writes.value)}
+                "reads": int(d.mem_info__reads.value), "writes": int(d.mem_info__writes.value),
+                "stalled": int(d.mem_info__stalled.value)}
 
     # main loop -----------------------------------------------------------------------------
 
@@ -384,7 +345,7 @@ async def serve(dut):
     meta_path = os.environ.get(ENV_META)
     if not path or not meta_path:
         raise RuntimeError(f"{ENV_SOCKET} and {ENV_META} must name the host's socket and the build's "
-                           f"metadata; this module is started by sw.backends.verilator")
+                           f"metadata; this module is started by sim.verilator_backend")
     with open(meta_path) as f:
         meta = json.load(f)["metadata"]
     server = _Server(dut, meta)

@@ -22,6 +22,7 @@ drives or watches is a top-level port. In the generated Verilog (module
 ``mem_info__fault_addr`` out  the first such word address
 ``mem_info__reads`` (32) out  reads accepted
 ``mem_info__writes``     out  writes accepted
+``mem_info__stalled``    out  cycles a stall held back an offered request or a ready answer
 =======================  ===  =====================================================
 
 The memory array is ``mem.dram`` (``storage="amaranth"``) or ``mem.dram.rows``

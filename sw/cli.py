@@ -7,6 +7,11 @@ Examples::
     kindling report squeezenet --backend verilator --out results/squeezenet
     kindling frcnn ../shared/images/coco_dog.jpg --backend verilator
     kindling compile rfsong
+    kindling eval squeezenet ../shared/images --augment 1000 --csv eval.csv
+    kindling sweep --rows 4 8 --cols 8 16 --networks tiny squeezenet --out results/sweep
+    kindling run ../shared/models/person_detect/person_detect.tflite ../shared/models/person_detect/person.bmp
+    kindling run mypackage.models:build_net picture.jpg --calibrate pictures/ --backend verilator
+    kindling compile ../shared/models/person_detect/person_detect.tflite
 
 Exit status: 0 success; 1 an engine layer differs from the golden model, or
 the link or the engine failed; 2 bad input (a file that is not a picture, an
@@ -18,6 +23,7 @@ traceback instead); docs/RELIABILITY.md lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +81,8 @@ def _config(args) -> EngineConfig:
 
 def _check_options(args) -> None:
     """The checks every command makes before reading a model: engine options, backend and port."""
+    if args.func is cmd_sweep:      # lists of engine options, checked point by point (sw.sweep.grid)
+        return
     args.config = _config(args)
     if args.backend != "serial":
         return
@@ -240,11 +248,98 @@ def cmd_report(args) -> int:
 
 def cmd_compile(args) -> int:
     from sw.compiler import compile_graph
+
+    if _is_user_model(args.network):
+        return cmd_compile_model(args)
+    if args.network not in ("squeezenet", "rfsong"):
+        raise InputError(f"{args.network}: not a network (squeezenet, rfsong), a .tflite file or a "
+                         f"package.module:function PyTorch factory")
     from sw.networks import quantized
 
     prog = compile_graph(quantized(args.network), args.config)
     print(prog.summary())
     return 0
+
+
+def _is_user_model(text: str) -> bool:
+    return text.endswith(".tflite") or ":" in text
+
+
+def _user_model(args, pictures=()):
+    """The model of ``kindling run`` / ``kindling compile`` (a .tflite file or a PyTorch factory); ``compile``
+    without ``--calibrate`` quantizes on seeded noise (the schedule does not depend on the scales)."""
+    from sw.usermodel import load_model
+
+    shape = tuple(args.input_shape) if getattr(args, "input_shape", None) else (3, 224, 224)
+    return load_model(args.network, calibrate=getattr(args, "calibrate", None),
+                      preprocess=getattr(args, "preprocess", None), input_shape=shape,
+                      calibration_inputs=list(pictures), noise_calibration=args.func is cmd_compile)
+
+
+def cmd_compile_model(args) -> int:
+    """``kindling compile MODEL``: where each operator runs (and why not on the engine), then the schedule;
+    for a model the pipeline refuses, every refusal, one a line."""
+    from quant.graph import UnsupportedModelError
+    from sw.usermodel import compile_model
+
+    try:
+        model = _user_model(args, getattr(args, "inputs", ()) or ())
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        for line in e.refusals:
+            print(f"kindling: refused: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(model.describe())
+    print(compile_model(model, args.config).summary())
+    return 0
+
+
+def _print_output(name: str, values, real, top: int) -> None:
+    import numpy as np
+
+    flat, rflat = np.asarray(values).reshape(-1), np.asarray(real, dtype=np.float64).reshape(-1)
+    if flat.size <= max(top, 10):
+        ints = "" if flat.dtype.kind == "f" else f" {flat.tolist()}"
+        print(f"  {name} {list(np.shape(values))}:{ints} = "
+              f"{np.array2string(rflat, precision=4, separator=', ', max_line_width=10_000)}")
+        return
+    order = np.argsort(-rflat, kind="stable")[:top]
+    print(f"  {name} {list(np.shape(values))}: top {top}: "
+          + ", ".join(f"[{int(i)}] {rflat[i]:.4f}" for i in order))
+
+
+def cmd_run(args) -> int:
+    """``kindling run MODEL INPUT...``: the user's model on pictures (or .npy inputs), outputs printed."""
+    from sw.preprocess import check_input_file
+    from sw.usermodel import load_input, run_model
+
+    if not _is_user_model(args.network):
+        raise InputError(f"{args.network}: a model is a .tflite file or a package.module:function PyTorch factory")
+    from quant.graph import UnsupportedModelError
+
+    for path in args.inputs:
+        check_input_file(path, "a picture or a .npy input")
+    try:
+        model = _user_model(args, args.inputs)
+    except UnsupportedModelError as e:
+        if len(e.refusals) == 1:
+            raise
+        raise InputError(f"{e} (and {len(e.refusals) - 1} more: kindling compile {args.network} lists them)") \
+            from None
+    xs = [load_input(p, model.input_shape, model.preprocess) for p in args.inputs]
+    runs = run_model(model, xs, backend=args.backend, config=args.config, check=not args.no_check, port=args.port,
+                     progress=not args.quiet, clock_mhz=args.clock)
+    ok = True
+    for path, r in zip(args.inputs, runs, strict=True):
+        exact = "" if r.exact is None else (" (every engine layer equal to the golden model)" if all(r.exact.values())
+                                            else " (engine layers DIFFER from the golden model)")
+        cycles = f", {r.report.cycles:,} cycles" if r.report.cycles else ""
+        print(f"{path}: {model.name} on {args.backend}{cycles}{exact}")
+        for name, v in r.outputs.items():
+            _print_output(name, v, r.real[name], args.top)
+        ok &= r.exact is None or all(r.exact.values())
+    return 0 if ok else EXIT_LINK
 
 
 def cmd_frcnn(args) -> int:
@@ -260,9 +355,140 @@ def cmd_frcnn(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_eval(args) -> int:
+    import time
+
+    from sw import eval as ev
+
+    specs = ev.collect_inputs(args.inputs)
+    npy = specs[0].path.lower().endswith(".npy")
+    if args.augment:
+        specs = ev.augment_inputs(specs, args.augment, seed=args.seed)
+    if args.csv:
+        _output_folder(Path(args.csv).resolve().parent, "--csv")
+    if args.jobs is not None and args.jobs > 1 and args.backend != "golden":
+        raise InputError(f"--jobs {args.jobs}: only the golden backend runs in several processes")
+    jobs = args.jobs or (ev.default_jobs() if args.backend == "golden" else 1)
+
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    runner = None
+    if args.backend != "golden":
+        runner = _runner(args, args.network, "noise255" if npy and args.network == "squeezenet" else "default")
+        runner.progress = False
+    try:
+        evaluator = ev.Evaluator(args.network, npy=npy, runner=runner)
+        rows = list(ev.evaluate(evaluator, specs, jobs=jobs, progress=not args.quiet))
+    finally:
+        if runner is not None:
+            runner.close()
+    wall = time.monotonic() - t0
+    summary = ev.summarize(evaluator.kind, rows)
+    print(ev.format_summary(args.network, args.backend, evaluator.kind, summary, rows, wall,
+                            per_input=len(rows) <= args.table_max))
+    print(f"({jobs} process{'es' if jobs > 1 else ''}, load average {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores)")
+    if args.csv:
+        print(f"wrote {ev.write_csv(args.csv, rows)}")
+    return 0 if summary["bit_exact"] in (True, None) else 1
+
+
+def _add_eval(sub) -> None:
+    from sw.eval import EVAL_NETWORKS
+
+    p = sub.add_parser("eval", help="int8-vs-float agreement of a network over a folder of pictures or .npy inputs")
+    p.add_argument("network", choices=list(EVAL_NETWORKS))
+    p.add_argument("inputs", nargs="+", help="folders (pictures and .npy files one level deep) or files")
+    p.add_argument("--augment", type=_bounded(int, 1, 10**7), default=0, metavar="N",
+                   help="evaluate N random crops/flips of the pictures instead of the pictures themselves")
+    p.add_argument("--seed", type=int, default=0, help="seed of --augment (default %(default)s)")
+    p.add_argument("--jobs", type=_bounded(int, 1, 256), default=None,
+                   help="worker processes (golden backend; default: the cores available)")
+    p.add_argument("--csv", help="write one row per input to this CSV file")
+    p.add_argument("--table-max", type=int, default=50, help="print the per-input table up to this many inputs")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_sweep(args) -> int:
+    import json
+
+    from sw import sweep
+
+    points, skipped = sweep.grid(args.rows, args.cols, args.ibuf_depth, args.acc_depth, args.networks)
+    clocks = sweep.parse_clocks(args.clocks)
+    for line in skipped:
+        print(f"skipped (not a valid configuration): {line}")
+    if not points:
+        raise InputError("no valid engine configuration in the grid")
+    out = Path(args.out)
+    _output_folder(out.resolve().parent, "--out")
+    where = f"Ray cluster at {args.address}" if args.address else f"local Ray ({args.jobs or os.cpu_count()} CPUs)"
+    print(f"sweep: {len(points)} points ({len(points) // len(args.networks)} configurations x "
+          f"{len(args.networks)} networks) on {where}")
+
+    partial = out.with_suffix(".jsonl")     # each point as it ends: a long sweep's progress survives it
+    partial.write_text("")
+
+    def on_row(r):
+        with partial.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        if args.quiet:
+            return
+        util = f"{r['utilization']:.1%}" if r.get("utilization", "") != "" else "-"
+        print(f"  {r['network']:11s} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc {r['acc_depth']}: "
+              f"{r['status'][:120]}, {r.get('cycles') or '-'} cycles, util {util}, {r.get('point_s', '-')} s",
+              flush=True)
+
+    rows = sweep.run_sweep(points, clocks, address=args.address, jobs=args.jobs, yosys=args.yosys,
+                           ship_code=args.ship_code, deadline_s=args.deadline, progress=not args.quiet,
+                           build_root=args.build_root, on_row=on_row)
+    for p in [*sweep.write_table(rows, out), sweep.write_plot(rows, out.with_suffix(".png"))]:
+        print(f"wrote {p}")
+    print(out.with_suffix(".md").read_text(), end="")
+    bad = [r for r in rows if r["status"] != "ok" and not r["status"].startswith(sweep.INFEASIBLE)]
+    for r in bad:
+        print(f"point failed: {r['network']} {r['rows']}x{r['cols']} ibuf {r['ibuf_depth']} acc "
+              f"{r['acc_depth']}: {r['status']}", file=sys.stderr)
+    if any(r["status"] == sweep.INTERRUPTED for r in rows):
+        print("kindling: interrupted (the table holds the points done)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if bad else 0
+
+
+def _add_sweep(sub) -> None:
+    from sw.sweep import SWEEP_NETWORKS
+
+    p = sub.add_parser("sweep", help="engine configurations x networks in Verilator through Ray: table and plot")
+    p.add_argument("--rows", type=int, nargs="+", default=[EngineConfig.rows], help="array rows to sweep")
+    p.add_argument("--cols", type=int, nargs="+", default=[EngineConfig.cols], help="array columns to sweep")
+    p.add_argument("--ibuf-depth", type=int, nargs="+", default=[EngineConfig.ibuf_depth])
+    p.add_argument("--acc-depth", type=int, nargs="+", default=[EngineConfig.acc_depth])
+    p.add_argument("--networks", nargs="+", choices=list(SWEEP_NETWORKS), default=["squeezenet", "rfsong"])
+    p.add_argument("--clocks", nargs="+", default=["100", "ulx3s-85f", "ecpix5-85f"],
+                   help="clocks for frames/s: MHz or board names (default %(default)s)")
+    p.add_argument("--out", default="results/sweep", help="path stem of the .csv/.md/.png (default %(default)s)")
+    p.add_argument("--address", help="Ray cluster address (ray://host:10001 or host:6379); default: a local Ray")
+    p.add_argument("--jobs", type=_bounded(int, 1, 4096), default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--ship-code", action="store_true",
+                   help="send this checkout to the cluster's workers (Ray runtime_env working_dir)")
+    p.add_argument("--yosys", action="store_true", help="add an ECP5 resource estimate of each engine (Yosys)")
+    p.add_argument("--build-root", help="Verilator build cache (default sim_build/ in the checkout)")
+    p.add_argument("--deadline", type=_bounded(float, 0.0), default=6 * 3600.0,
+                   help="seconds for the whole sweep; unfinished points are reported failed (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-point lines")
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
+    p.set_defaults(func=cmd_sweep, network="sweep", backend="verilator", port=None)
+
+
 def _add_common(p, *, link_timeout: bool = True):
-    p.add_argument("--backend", choices=["golden", "verilator", "serial"], default="golden",
-                   help="where the engine runs (default: golden model)")
+    from sw.backends import BACKENDS
+
+    p.add_argument("--backend", choices=list(BACKENDS), default="golden",
+                   help="where the engine runs: " + "; ".join(f"{k}: {e.summary}" for k, e in BACKENDS.items())
+                   + " (default: golden)")
     p.add_argument("--port", help="serial port of the board (with --backend serial), or sim:<board>")
     if link_timeout:
         p.add_argument("--timeout", type=_bounded(float, 0.0), default=None,
@@ -303,11 +529,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="path stem for .csv/.json/.png (e.g. results/squeezenet)")
     _add_common(p)
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("compile", help="print a network's schedule")
-    p.add_argument("network", choices=["squeezenet", "rfsong"])
+    p = sub.add_parser("compile", help="print a network's schedule (squeezenet, rfsong, or a model as for run)")
+    p.add_argument("network", metavar="MODEL", help="squeezenet, rfsong, a .tflite file or package.module:function")
+    _add_model_options(p)
     _add_common(p, link_timeout=False)
     p.set_defaults(func=cmd_compile)
+    _add_eval(sub)
+    _add_sweep(sub)
+    _add_run(sub)
     return ap
+
+
+def _add_model_options(p):
+    from sw.usermodel import PREPROCESSING
+
+    p.add_argument("--calibrate", metavar="DIR", help="PyTorch model: folder of calibration pictures (default: "
+                                                     "the inputs)")
+    p.add_argument("--preprocess", choices=list(PREPROCESSING), default=None,
+                   help="picture -> input: " + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items())
+                        + " (default: minus128 for .tflite, imagenet for PyTorch)")
+    p.add_argument("--input-shape", type=lambda t: tuple(int(v) for v in t.split(",")), metavar="C,H,W",
+                   help="PyTorch model: input shape (default 3,224,224)")
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run your own model (.tflite or a PyTorch factory) on pictures")
+    p.add_argument("network", metavar="MODEL", help="a .tflite file or package.module:function (a PyTorch factory)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures or .npy inputs")
+    p.add_argument("--top", type=_bounded(int, 1, 1000), default=5, help="values to print of a long output")
+    _add_model_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
 
 
 def _link_errors() -> tuple[type, ...]:

@@ -28,7 +28,7 @@ from quant.graph import capture
 from quant.quantize import quantize
 from sw.compiler import compile_graph
 from sw.driver import Driver
-from sw.networks import FRCNN_MAX_SIDE, FRCNN_PROPOSALS, FRCNN_SHORT_SIDE, _frcnn_float, open_backend
+from sw.networks import FRCNN_MAX_SIDE, FRCNN_PROPOSALS, FRCNN_SHORT_SIDE, _frcnn_float, engine_backend
 from sw.runtime import Session, host_finish, run_network
 
 __all__ = ["run_faster_rcnn", "FasterRCNNRun"]
@@ -123,7 +123,7 @@ def run_faster_rcnn(image, backend: str = "golden", config: EngineConfig | None 
     mem = max(p1.mem_words, p2.mem_words)
     cycles = 0 if backend != "golden" else None
     macs = 0
-    with open_backend(backend, config, mem, port=port) as t:
+    with engine_backend(backend, config, mem, port=port) as t:
         # Part 1.
         x_q = golden.quantize_input(x, q1.qparams(q1.inputs[0]))
         s1 = Session(p1, Driver(t, config, timed=backend != "golden"))

@@ -31,7 +31,7 @@ from sw.report import NetworkReport, network_report
 from sw.resident import ResidentSession
 from sw.runtime import NetworkRun, Session, host_finish, run_network
 
-__all__ = ["NETWORKS", "Runner", "open_backend", "quantized", "calibration"]
+__all__ = ["NETWORKS", "Runner", "engine_backend", "quantized", "calibration"]
 
 NETWORKS = {
     "squeezenet": "SqueezeNet 1.1 (ImageNet classifier, 224x224)",
@@ -94,26 +94,24 @@ def quantized(name: str, kind: str = "default"):
     raise ValueError(f"unknown network {name!r}; choose from {list(NETWORKS)}")
 
 
-def open_backend(backend: str, config: EngineConfig, mem_words: int, *, port: str | None = None,
-                 stalls: float = 0.0, verbose: bool = False):
-    """A transport to an engine of this configuration."""
+def engine_backend(backend: str, config: EngineConfig, mem_words: int, *, port: str | None = None,
+                   stalls: float = 0.0, verbose: bool = False):
+    """A transport (:func:`sw.backends.open_backend`) to an engine of ``config`` for a program of ``mem_words``.
+
+    The Verilator memory is a power of two of at least 1 Mi words (one cached model for most programs).
+    """
+    from sw.backends import open_backend
+
     if backend == "golden":
-        from sw.backends.golden import GoldenBackend
-
-        return GoldenBackend(config, mem_words=mem_words)
+        return open_backend("golden", config=config, mem_words=mem_words)
     if backend == "verilator":
-        from hw.engine import Engine
-        from sw.backends.verilator import VerilatorBackend
-
-        return VerilatorBackend(Engine, config, mem_words=max(1 << 20, 1 << (mem_words - 1).bit_length()),
-                                stalls=stalls, verbose=verbose)
+        return open_backend("verilator", config=config, mem_words=max(1 << 20, 1 << (mem_words - 1).bit_length()),
+                            stalls=stalls, verbose=verbose)
+    if backend == "serial" and port is None:
+        raise ValueError("the serial backend needs --port")
     if backend == "serial":
-        if port is None:
-            raise ValueError("the serial backend needs --port")
-        from sw.backends.serial import SerialBackend
-
-        return SerialBackend(port, config)
-    raise ValueError(f"unknown backend {backend!r} (golden, verilator, serial)")
+        return open_backend("serial", port=port, config=config)
+    return open_backend(backend)     # an unknown name: the registry's one-line error
 
 
 @dataclasses.dataclass
@@ -183,7 +181,7 @@ class Runner:
         else:
             self.qgraph = qgraph if qgraph is not None else quantized(network, kind)
             self.program: Program = compile_graph(self.qgraph, self.config)
-            self.transport = open_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
+            self.transport = engine_backend(backend, self.config, self.program.mem_words, port=port, stalls=stalls)
         self.session = Session(self.program, Driver(self.transport, self.config, timed=backend != "golden"))
 
     def close(self):

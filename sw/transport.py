@@ -3,7 +3,7 @@
 The driver talks only to a :class:`Transport`: memory in words of
 ``EngineConfig.rows`` bytes, 32-bit registers indexed by :class:`hw.isa.Reg`,
 and :meth:`Transport.wait_done`. The simulator backend
-(:class:`sw.backends.verilator.VerilatorBackend`) and a board backend
+(:class:`sim.verilator_backend.VerilatorBackend`) and a board backend
 implement it, so the same driver runs against the simulated gateware and the
 hardware.
 """

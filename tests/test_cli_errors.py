@@ -7,6 +7,7 @@ with a hard time limit (a hang fails the test instead of stalling CI).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,10 +60,8 @@ class _Pty:
         junk = bytes(range(256)) * 4
         while not self._stop.is_set():
             if babble:
-                try:
+                with contextlib.suppress(OSError):
                     os.write(self.master, junk)
-                except OSError:
-                    pass
             self._stop.wait(0.002)
 
     def close(self) -> None:

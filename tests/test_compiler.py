@@ -124,14 +124,14 @@ def _compile(model, shape=(3, 16, 16), cfg=None):
 
 
 @pytest.mark.parametrize("model,layer,reason", [
-    (nn.Sequential(nn.Conv2d(3, 8, 5, padding=2)), "0", "5x5 kernel"),
-    (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 7)), "2", "7x7 kernel"),
-    (nn.Sequential(nn.Conv2d(3, 8, 3, stride=3)), "0", "stride"),
+    (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, (3, 9))), "2", "3x9 kernel"),
+    (nn.Sequential(nn.Conv2d(3, 8, 3, stride=5)), "0", "stride"),
     (nn.Sequential(nn.Conv2d(3, 8, 3, dilation=(1, 2))), "0", "dilation"),
     (nn.Sequential(nn.Conv2d(3, 8, 3, padding=8)), "0", "padding"),
+    (nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 8, 3, padding=7)), "1", "padding"),
     (nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(3, stride=1), nn.Conv2d(8, 8, 1)), "1", "stride"),
     (nn.Sequential(nn.Conv2d(3, 4100, 1)), "0", "4100 output channels"),
-], ids=["5x5", "7x7", "stride3", "dilation-unequal", "padding8", "maxpool-stride1", "too-many-channels"])
+], ids=["3x9", "stride5", "dilation-unequal", "padding8", "pad-plus-padding8", "maxpool-stride1", "too-many-channels"])
 def test_unsupported_layers_are_refused_by_name(model, layer, reason):
     with pytest.raises(CompileError) as e:
         _compile(model)

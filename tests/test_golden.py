@@ -95,6 +95,11 @@ GEOMETRIES = [
     (3, 3, (1, 2), (1, 0, 2, 1), (1, 1)),
     (1, 3, (1, 1), (0, 1, 0, 1), (1, 1)),
     (3, 1, (2, 1), (1, 0, 1, 0), (3, 1)),
+    (7, 7, (2, 2), (3, 3, 3, 3), (1, 1)),
+    (7, 7, (4, 4), (2, 3, 3, 2), (1, 1)),
+    (5, 5, (3, 3), (0, 2, 1, 2), (1, 1)),
+    (1, 7, (1, 4), (0, 3, 0, 3), (1, 1)),
+    (6, 4, (3, 1), (5, 0, 2, 3), (1, 2)),
 ]
 
 
@@ -206,14 +211,14 @@ def test_conv_rejects_kernel_larger_than_input():
 
 @st.composite
 def conv_cases(draw):
-    kh = draw(st.sampled_from([1, 3]))
-    kw = draw(st.sampled_from([1, 3]))
-    sy, sx = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
+    kh = draw(st.integers(1, 7))
+    kw = draw(st.integers(1, 7))
+    sy, sx = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dy, dx = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    pad = tuple(draw(st.sampled_from([0, 1])) for _ in range(4))
+    pad = tuple(draw(st.integers(0, 4)) for _ in range(4))
     cin, cout = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    h = draw(st.integers(max(3, dy * (kh - 1) + 1), 9))
-    w = draw(st.integers(max(3, dx * (kw - 1) + 1), 9))
+    h = draw(st.integers(max(3, dy * (kh - 1) + 1 - pad[0] - pad[2]), 14))
+    w = draw(st.integers(max(3, dx * (kw - 1) + 1 - pad[1] - pad[3]), 14))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     zp_in, zp_out = draw(st.integers(-128, 127)), draw(st.integers(-128, 127))
     relu = draw(st.booleans())

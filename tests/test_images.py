@@ -106,7 +106,7 @@ def test_float_grey_is_rounded_on_the_0_255_scale(cat_grey):
 
 def test_16bit_grey_png_file(tmp_path, cat_grey):
     path = tmp_path / "grey16.png"
-    Image.fromarray((cat_grey.astype(np.uint16) * 257)).save(path)
+    Image.fromarray(cat_grey.astype(np.uint16) * 257).save(path)
     with Image.open(path) as im:
         assert im.mode.startswith("I"), im.mode            # Pillow keeps the 16 bits
     assert_picture(picture_8bit(path), cat_grey)

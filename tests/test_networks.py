@@ -116,7 +116,7 @@ def test_rfsong_rfb_block_and_heads_on_verilator(shared):
 
     from hw.engine import Engine
     from quant import golden
-    from sw.backends.verilator import VerilatorBackend
+    from sw.backends import open_backend
     from sw.compiler import compile_graph
     from sw.driver import Driver
     from sw.networks import quantized
@@ -131,7 +131,7 @@ def test_rfsong_rfb_block_and_heads_on_verilator(shared):
     x, _ = ssd_preprocess(shared / "images/people_2.jpg")
     tensors = golden.run(qg, golden.quantize_input(x, qg.qparams(qg.inputs[0])))
     layers = [name for name in prog.layer_order if "conv4_3" in name] + ["base.conv5_1.conv", "conf.1", "loc.5"]
-    with VerilatorBackend(Engine, cfg) as t:
+    with open_backend("verilator", top_factory=Engine, config=cfg) as t:
         s = Session(prog, Driver(t, cfg))
         for name in layers:
             r = run_layer(s, name, tensors)

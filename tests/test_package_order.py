@@ -1,8 +1,11 @@
-"""The package order: ``hw`` (no torch, no numpy at import) <- ``quant`` <- ``sw`` <- ``sim``.
+"""The package order: ``hw`` (no torch, no numpy at import) <- ``quant`` <- ``sw`` <- ``sim`` <- ``tools``.
 
-Two checks: the gateware imports in a fresh interpreter in which torch and
-numpy cannot be imported at all, and no module imports a package above it
-(read from the source with ``ast``, every import at any depth).
+Three checks: the gateware imports in a fresh interpreter in which torch and
+numpy cannot be imported at all; no module imports a package above it (read
+from the source with ``ast``, every import at any depth); and ``sim`` takes
+from ``sw`` only the interface its simulator backends implement
+(:mod:`sw.transport`). ``sw.backends`` names the simulator backends by module
+path (tests/test_backends.py resolves them).
 """
 
 import ast
@@ -15,16 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The packages, lowest first: each may import only those before it.
-ORDER = ("hw", "quant", "sw", "sim")
+ORDER = ("hw", "quant", "sw", "sim", "tools")
 
-#: Imports against the order that are known and scheduled to go with the host-side part of issue 9
-#: (the simulator start-up moves under one backend registry; the torch reference stops reaching into
-#: sw). Listed per module, so that any new violation fails. TODO(issue 9): empty this set.
-KNOWN_VIOLATIONS = {
-    ("quant.torch_ref", "sw"),
-    ("sw.staging", "sim"),
-    ("sw.backends.verilator", "sim"),
-}
+#: What ``sim`` may import from ``sw``: the transport interface a simulator backend implements.
+SIM_FROM_SW = {"sw.transport"}
 
 # Blocks the named top-level packages for the child interpreter: any import of them raises ImportError.
 _BLOCKER = """
@@ -56,19 +53,27 @@ def test_blocker_blocks():
     assert proc.returncode != 0 and "numpy is blocked" in proc.stderr
 
 
-def _imports(path: Path, package: str) -> set[str]:
-    """Top-level packages a module imports (absolute imports, and relative ones resolved)."""
+def _modules(path: Path, package: str) -> set[str]:
+    """Modules a module imports, dotted (absolute imports; a relative one as its own package)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+                found.add(node.module)
+                # ``from sw import transport`` imports the module sw.transport
+                found.update(f"{node.module}.{alias.name}" for alias in node.names
+                             if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists())
             elif node.level > 0:
                 found.add(package)  # a relative import stays inside the module's own package
     return found
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Top-level packages a module imports (absolute imports, and relative ones resolved)."""
+    return {name.split(".")[0] for name in _modules(path, package)}
 
 
 def _violations(imports_of) -> list[tuple[str, str]]:
@@ -84,9 +89,23 @@ def _violations(imports_of) -> list[tuple[str, str]]:
 
 
 def test_no_module_imports_against_the_order():
-    bad = [pair for pair in _violations(_imports) if pair not in KNOWN_VIOLATIONS]
-    assert not bad, "imports against the package order hw <- quant <- sw <- sim:\n" + "\n".join(
+    bad = _violations(_imports)
+    assert not bad, "imports against the package order hw <- quant <- sw <- sim <- tools:\n" + "\n".join(
         f"  {module} imports {imported}" for module, imported in bad)
+
+
+def test_sim_takes_only_the_transport_interface_from_sw():
+    bad = []
+    for path in sorted((ROOT / "sim").rglob("*.py")):
+        for name in sorted(_modules(path, "sim")):
+            if name.split(".")[0] == "sw" and name not in SIM_FROM_SW:
+                bad.append(f"  {path.relative_to(ROOT)} imports {name}")
+    assert not bad, f"sim may import only {sorted(SIM_FROM_SW)} from sw:\n" + "\n".join(bad)
+
+
+def test_every_package_of_the_order_exists():
+    """A package renamed away would make its checks vacuous."""
+    assert all((ROOT / package / "__init__.py").exists() for package in ORDER)
 
 
 def test_gateware_never_imports_numpy_or_torch_at_module_level():

@@ -176,6 +176,8 @@ def test_memory_random_traffic(word_bytes, stalls):
         assert not ctx.get(mem.info.fault), "no access was out of range"
         assert ctx.get(mem.info.reads) == sum(op[0] == "r" for op in ops)
         assert ctx.get(mem.info.writes) == sum(op[0] == "w" for op in ops)
+        stalled = ctx.get(mem.info.stalled)
+        assert (stalled > 0) == (stalls != (0, 0)), f"stalls {stalls}: {stalled} stalled cycles counted"
         assert mem.sim_read(ctx, 0, mem.mem_words) == bytes(tb.image), "memory contents differ from the model"
 
     simulate(mem, bench)
@@ -535,9 +537,9 @@ def backend():
         setup_verilator_env()
     except BuildError as exc:
         pytest.skip(f"Verilator is not installed: {exc}")
-    from sw.backends.verilator import VerilatorBackend
+    from sw.backends import open_backend
 
-    with VerilatorBackend(CopyEngine, VCFG, mem_words=VMEM_WORDS, latency=VLATENCY) as be:
+    with open_backend("verilator", top_factory=CopyEngine, config=VCFG, mem_words=VMEM_WORDS, latency=VLATENCY) as be:
         yield be
         print(be.report())
 
@@ -607,6 +609,7 @@ def test_verilator_copy_image(be, stalls):
     load_s = time.monotonic() - t0
     src, count, dst = 1000, (3 << 20) // 16, VMEM_WORDS - (3 << 20) // 16 - 7
     be.set_stalls(*stalls)
+    stalled_before = be.mem_info()["stalled"]
     start_copy(be, src, count, dst)
     status = be.wait_done(timeout=120, max_cycles=40 * count)
     assert status == Status.DONE, f"STATUS {status:#x}"
@@ -616,11 +619,15 @@ def test_verilator_copy_image(be, stalls):
     assert got == want, first_mismatches(got, want, 8, dst)
     info = be.mem_info()
     assert info["fault"] == 0 and info["reads"] == count and info["writes"] == count, info
+    stalled = info["stalled"] - stalled_before
     if stalls == (0.0, 0.0):
         assert cycles <= 2 * count + 20, f"{count} words in {cycles} cycles without stalls"
+        assert stalled == 0, f"{stalled} stalled cycles without stalls"
     else:
         assert cycles > 2 * count * (1 + stalls[0] / 2), f"stalls {stalls} barely slowed the copy ({cycles})"
-    print(f"stalls {stalls}: 4 MB backdoor load {load_s:.2f} s, {count} words copied in {cycles} cycles; "
+        assert stalled > count * stalls[0], f"stalls {stalls}: only {stalled} stalled cycles for {count} words"
+    print(f"stalls {stalls}: 4 MB backdoor load {load_s:.2f} s, {count} words copied in {cycles} cycles "
+          f"({stalled} memory cycles stalled); "
           f"{be.report()}")
 
 

@@ -162,7 +162,7 @@ def test_too_small_a_board_is_refused_by_name(fire):
 def test_error_index_is_the_programs(fire):
     """An engine error inside a staged run reports the program's command index and the engine's code."""
     from sw.driver import CommandError
-    from sw.staging import _set
+    from sw.staging.commands import _set
 
     g, x, program, _ = fire
     steps = list(program.steps)
@@ -183,7 +183,7 @@ def test_convolution_in_sub_bands_bit_exact():
     from torch import nn
 
     from quant.quantize import quantize_model
-    from sw.staging import _get
+    from sw.staging.commands import _get
 
     gen = torch.Generator().manual_seed(6)
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()

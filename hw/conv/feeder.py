@@ -34,7 +34,7 @@ _Cursor = data.StructLayout({"oy": DIM_BITS, "ox": DIM_BITS, "iyb": DIM_BITS + 2
 
 #: The weight tile being issued: its kernel tap and input block, the tap's input offsets (rows,
 #: columns) and its buffer address offsets.
-_Tile = data.StructLayout({"ky": 2, "kx": 2, "cb": CB_BITS, "tap_y": signed(8), "tap_x": signed(8),
+_Tile = data.StructLayout({"ky": 3, "kx": 3, "cb": CB_BITS, "tap_y": signed(8), "tap_x": signed(8),
                            "y_off": signed(BUF_ADDR_BITS), "x_off": signed(BUF_ADDR_BITS)})
 
 

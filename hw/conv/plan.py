@@ -12,7 +12,7 @@ __all__ = ["ConvOp", "BUF_ADDR_BITS", "plan_layout", "ConvPlanner", "small_mul",
 ConvOp = data.StructLayout({
     "in_base": IBUF_ADDR_BITS,
     "in_h": DIM_BITS, "in_w": DIM_BITS, "in_cb": CB_BITS,
-    "kh": 2, "kw": 2, "sy": 2, "sx": 2, "dil": 3,
+    "kh": 3, "kw": 3, "sy": 3, "sx": 3, "dil": 3,
     "pad_t": signed(4), "pad_l": 3,
     "out_h": DIM_BITS, "out_w": DIM_BITS, "cout": DIM_BITS,
     "zp_in": signed(8), "zp_out": signed(8), "act_min": signed(8), "act_max": signed(8),
@@ -85,29 +85,29 @@ class ConvPlanner(wiring.Component):
         cfg = self._cfg
         R, C, P, G = cfg.rows, cfg.cols, cfg.acc_depth, cfg.groups
         op, plan = self.op, self.plan
-        kernel_taps = Signal(4)
+        kernel_taps = Signal(6)
         out_blocks = Signal(DIM_BITS)
         with m.FSM(name="plan"):
             with m.State("IDLE"), m.If(self.start):
                 m.next = "STEP0"
             with m.State("STEP0"):
                 m.d.sync += [
-                    kernel_taps.eq(small_mul(op.kh, op.kw, 2)),
+                    kernel_taps.eq(small_mul(op.kh, op.kw, 3)),
                     out_blocks.eq((op.cout + (R - 1)) >> log2_exact(R)),
                     plan.n_cot.eq((op.cout + (C - 1)) >> log2_exact(C)),
                     plan.tap_x_step.eq(small_mul(op.in_cb, op.dil, 3)),
                     plan.tap_x0.eq(-small_mul(op.in_cb, op.pad_l, 3)),
-                    plan.pixel_step.eq(Mux(op.sx == 2, op.in_cb << 1, op.in_cb)),
+                    plan.pixel_step.eq(small_mul(op.in_cb, op.sx, 3)),
                 ]
                 m.next = "STEP1"
             with m.State("STEP1"):
-                m.d.sync += [plan.n_kt.eq(small_mul(op.in_cb, kernel_taps, 4)),
+                m.d.sync += [plan.n_kt.eq(small_mul(op.in_cb, kernel_taps, 6)),
                              plan.last_tile_groups.eq(((out_blocks - 1) & (G - 1)) + 1)]
                 m.next = "STEP2"
             with m.State("STEP2"):
                 m.d.sync += [
                     plan.tap_y_step.eq(small_mul(op.row_words, op.dil, 3)),
-                    plan.row_step.eq(Mux(op.sy == 2, op.row_words << 1, op.row_words)),
+                    plan.row_step.eq(small_mul(op.row_words, op.sy, 3)),
                     plan.blob_cot_words.eq(cfg.param_words + (plan.n_kt << log2_exact(C))),
                     # pad_t is signed: -pad_t * row_words
                     plan.tap_y0.eq(Mux(op.pad_t < 0, small_mul(op.row_words, (-op.pad_t)[:4], 4),

@@ -2,11 +2,11 @@
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..bus import MemPortSignature
 from ..isa import ADDR_BITS, DIM_BITS, EngineConfig, param_tile_layout
+from ..prefetch import prefetch_reads
 from .plan import plan_layout
 
 __all__ = ["WeightReader", "WeightRouter", "weight_column_layout"]
@@ -44,26 +44,13 @@ class WeightReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan, mem = self.plan, self.mem
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * self._cfg.rows, depth=self.FIFO_DEPTH)
-        wiring.connect(m, fifo.r_stream, wiring.flipped(self.words))
-        # The reservation below guarantees room: the FIFO never refuses an answer, so rsp.ready is 1.
-        m.d.comb += [fifo.w_stream.valid.eq(mem.rsp.valid), fifo.w_stream.payload.eq(mem.rsp.payload),
-                     mem.rsp.ready.eq(1)]
-
         active = Signal()
         cot = Signal(DIM_BITS)
         pass_index = Signal(2 * DIM_BITS)
         word = Signal(ADDR_BITS)
         cot_base = Signal(ADDR_BITS)
-        reserved = Signal(range(self.FIFO_DEPTH + 2))  # words in the FIFO or in flight
-        issue = Signal()
-        m.d.comb += [
-            mem.req.valid.eq(active & (reserved < self.FIFO_DEPTH)),
-            mem.req.payload.addr.eq(cot_base + word),
-            mem.req.payload.write.eq(0),
-            issue.eq(mem.req.valid & mem.req.ready),
-        ]
-        m.d.sync += reserved.eq(reserved + issue - (self.words.valid & self.words.ready))
+        issue = prefetch_reads(m, mem, self.words, active=active, addr=cot_base + word, depth=self.FIFO_DEPTH,
+                               width=8 * self._cfg.rows)
         with m.If(self.restart):
             m.d.sync += [active.eq(1), cot.eq(0), pass_index.eq(0), word.eq(0), cot_base.eq(self.wblob)]
         with m.Elif(issue):

@@ -11,12 +11,21 @@ __all__ = ["UARTTx", "UARTRx", "MIN_DIVISOR"]
 MIN_DIVISOR = 4
 
 
-def _check_divisor(divisor):
-    if not (isinstance(divisor, int) and divisor >= MIN_DIVISOR):
-        raise ValueError(f"divisor (clock cycles per bit) must be an integer >= {MIN_DIVISOR}, got {divisor!r}")
+class _UART(wiring.Component):
+    """What both directions share: the bit time ``divisor`` (clock cycles per bit), checked at once."""
+
+    def __init__(self, divisor: int):
+        if not (isinstance(divisor, int) and divisor >= MIN_DIVISOR):
+            raise ValueError(f"divisor (clock cycles per bit) must be an integer >= {MIN_DIVISOR}, got {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UART):
     """Serialize bytes: ``i`` stream in, ``tx`` line out (idle high).
 
     Parameters
@@ -32,15 +41,6 @@ class UARTTx(wiring.Component):
 
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __init__(self, divisor: int):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -59,7 +59,7 @@ class UARTTx(wiring.Component):
         return m
 
 
-class UARTRx(wiring.Component):
+class UARTRx(_UART):
     """Deserialize bytes: ``rx`` line in, ``o`` stream out.
 
     The line goes through a two-flip-flop synchronizer. A falling edge starts
@@ -83,15 +83,6 @@ class UARTRx(wiring.Component):
     o: Out(stream.Signature(8))
     error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, divisor: int):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()

@@ -80,17 +80,18 @@ class Conv2D(Operator):
     """
 
     kind: ClassVar[str] = "conv"
-    weight: np.ndarray
-    bias: np.ndarray
-    multiplier: np.ndarray
-    shift: np.ndarray
-    zp_in: int
-    zp_out: int
-    act_min: int
-    act_max: int
+    # In the order of TFLite's ConvParams: geometry, then offsets, requantization and clamp.
+    padding: tuple[int, int, int, int]
     stride: tuple[int, int]
     dilation: tuple[int, int]
-    padding: tuple[int, int, int, int]
+    zp_in: int
+    zp_out: int
+    multiplier: np.ndarray
+    shift: np.ndarray
+    act_min: int
+    act_max: int
+    weight: np.ndarray
+    bias: np.ndarray
     in_shape: tuple[int, int, int, int]
     groups: int = 1
 
@@ -185,15 +186,21 @@ class Add(Operator):
 
 
 @dataclass(kw_only=True, eq=False)
-class AveragePool2D(Operator):
-    """AVERAGE_POOL_2D (int8): sum of the taps inside the image, ``(sum +- count/2) / count`` truncated."""
+class _Pool2D(Operator):
+    """What the two pools share (TFLite's PoolParams): the window, its stride and padding, the clamp."""
 
-    kind: ClassVar[str] = "avgpool"
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int, int, int]
     act_min: int
     act_max: int
+
+
+@dataclass(kw_only=True, eq=False)
+class AveragePool2D(_Pool2D):
+    """AVERAGE_POOL_2D (int8): sum of the taps inside the image, ``(sum +- count/2) / count`` truncated."""
+
+    kind: ClassVar[str] = "avgpool"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.int64)
@@ -213,15 +220,10 @@ class AveragePool2D(Operator):
 
 
 @dataclass(kw_only=True, eq=False)
-class MaxPool2D(Operator):
+class MaxPool2D(_Pool2D):
     """MAX_POOL_2D (int8): max over the taps inside the image, then the activation clamp."""
 
     kind: ClassVar[str] = "maxpool"
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int, int, int]
-    act_min: int
-    act_max: int
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.int64)

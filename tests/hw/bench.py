@@ -29,11 +29,11 @@ class EngineBench:
     """One simulated engine (kept running across tests) and a golden machine for every run."""
 
     def __init__(self, config: EngineConfig, mem_words: int = MEM_WORDS):
-        from sw.backends.verilator import VerilatorBackend
+        from sw.backends import open_backend
 
         self.config = config
         self.mem_words = mem_words
-        self.vl = VerilatorBackend(Engine, config, mem_words=mem_words)
+        self.vl = open_backend("verilator", top_factory=Engine, config=config, mem_words=mem_words)
         self.driver = Driver(self.vl, config)
         self.driver.identify()
 

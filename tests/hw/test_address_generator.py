@@ -54,6 +54,10 @@ OPS = [
     dict(in_h=6, in_w=5, in_cb=3, kh=1, kw=1, sy=1, sx=1, dil=1, pad_t=0, pad_l=0, out_h=6, out_w=5, cout=20),
     dict(in_h=8, in_w=8, in_cb=1, kh=3, kw=2, sy=1, sx=1, dil=2, pad_t=2, pad_l=1, out_h=6, out_w=7, cout=8),
     dict(in_h=1, in_w=1, in_cb=1, kh=3, kw=3, sy=1, sx=1, dil=1, pad_t=1, pad_l=1, out_h=1, out_w=1, cout=3),
+    # 7x7 stride 4 with asymmetric padding, 1x5 and 5x1 with stride 3 across / down
+    dict(in_h=13, in_w=11, in_cb=1, kh=7, kw=7, sy=4, sx=4, dil=1, pad_t=3, pad_l=2, out_h=3, out_w=3, cout=5),
+    dict(in_h=4, in_w=9, in_cb=2, kh=1, kw=5, sy=1, sx=3, dil=1, pad_t=0, pad_l=2, out_h=4, out_w=3, cout=4),
+    dict(in_h=9, in_w=3, in_cb=1, kh=5, kw=1, sy=3, sx=1, dil=2, pad_t=4, pad_l=0, out_h=4, out_w=3, cout=2),
 ]
 
 

@@ -34,9 +34,9 @@ def _random_op(rng):
     in_w, in_cb = int(rng.integers(1, 60)), int(rng.integers(1, 40))
     out_h, out_w = int(rng.integers(1, 60)), int(rng.integers(1, 60))
     return {
-        "in_cb": in_cb, "kh": int(rng.integers(1, 4)), "kw": int(rng.integers(1, 4)),
-        "sy": int(rng.integers(1, 3)), "sx": int(rng.integers(1, 3)), "dil": int(rng.integers(1, 8)),
-        "pad_t": int(rng.integers(-1, 4)), "pad_l": int(rng.integers(0, 4)), "cout": int(rng.integers(1, 700)),
+        "in_cb": in_cb, "kh": int(rng.integers(1, 8)), "kw": int(rng.integers(1, 8)),
+        "sy": int(rng.integers(1, 5)), "sx": int(rng.integers(1, 5)), "dil": int(rng.integers(1, 8)),
+        "pad_t": int(rng.integers(-1, 8)), "pad_l": int(rng.integers(0, 8)), "cout": int(rng.integers(1, 700)),
         "in_w": in_w, "out_h": out_h, "out_w": out_w, "row_words": in_w * in_cb, "n_pix": out_h * out_w,
     }
 

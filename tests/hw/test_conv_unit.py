@@ -14,17 +14,20 @@ from hw.isa import EngineConfig
 from hw.layout import cdiv, pack_activation, pack_conv_blob
 
 from ..reference import conv_acc_reference
+from .models import stalling_memory
 
 
-def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, dil=1, out_hw=None, zp_in=0,
-              stall_seed=None):
+def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, pad_b=None, pad_r=None, dil=1, out_hw=None,
+              zp_in=0, stall_seed=None):
     R = cfg.rows
     cin, h, wd = x.shape
     cout, _, kh, kw = w.shape
     sy, sx = stride
     if out_hw is None:
-        out_h = (h + 2 * pad_t - dil * (kh - 1) - 1) // sy + 1
-        out_w = (wd + 2 * pad_l - dil * (kw - 1) - 1) // sx + 1
+        pad_b = pad_t if pad_b is None else pad_b
+        pad_r = pad_l if pad_r is None else pad_r
+        out_h = (h + pad_t + pad_b - dil * (kh - 1) - 1) // sy + 1
+        out_w = (wd + pad_l + pad_r - dil * (kw - 1) - 1) // sx + 1
     else:
         out_h, out_w = out_hw
     ibuf = pack_activation(x, R, fill=7)  # junk in padding lanes: their weights are zero
@@ -46,21 +49,7 @@ def _run_conv(cfg, x, w, bias, *, stride=(1, 1), pad_t=0, pad_l=0, dil=1, out_hw
                 assert raddr < len(ib_words), f"read beyond the tensor: {raddr}"
                 ctx.set(dut.ib_rdata, ib_words[raddr])
 
-    async def mem_model(ctx):
-        pending = []
-        req_ready = rsp_valid = False
-        async for _, _, valid, addr, rsp_ready in ctx.tick().sample(
-                dut.wmem.req.valid, dut.wmem.req.payload.addr, dut.wmem.rsp.ready):
-            if valid and req_ready:
-                pending.append(mem[addr])
-            if rsp_valid and rsp_ready:
-                pending.pop(0)
-            req_ready = stall_seed is None or rng.random() < 0.6
-            ctx.set(dut.wmem.req.ready, req_ready)
-            rsp_valid = bool(pending) and (stall_seed is None or rng.random() < 0.7)
-            ctx.set(dut.wmem.rsp.valid, rsp_valid)
-            if rsp_valid:
-                ctx.set(dut.wmem.rsp.payload, pending[0])
+    mem_model = stalling_memory(dut.wmem, mem, None if stall_seed is None else rng, p_ready=0.6, p_answer=0.7)
 
     async def out_model(ctx):
         ready = False
@@ -128,6 +117,12 @@ CASES = [
     ("dil2", dict(rows=2, cols=4, acc_depth=16), 2, 6, 6, 4, 3, 1, 2, 2),
     ("1pix", dict(rows=2, cols=2, acc_depth=16), 2, 1, 1, 3, 3, 1, 1, 1),
     ("manypass", dict(rows=2, cols=4, acc_depth=16), 2, 7, 9, 5, 3, 1, 1, 1),
+    # name, cfg, cin, h, w, cout, (kh, kw), (sy, sx), (t, l, b, r), dil: the wider kernels and strides
+    ("7x7s2", dict(rows=2, cols=4, acc_depth=16), 3, 11, 10, 5, (7, 7), (2, 2), (3, 3, 3, 3), 1),
+    ("1x3", dict(rows=2, cols=4, acc_depth=16), 3, 4, 6, 4, (1, 3), (1, 1), (0, 1, 0, 1), 1),
+    ("3x1", dict(rows=4, cols=4, acc_depth=16), 5, 6, 4, 4, (3, 1), (1, 1), (1, 0, 1, 0), 1),
+    ("5x5s3asym", dict(rows=2, cols=2, acc_depth=16), 2, 10, 9, 3, (5, 5), (3, 3), (1, 2, 2, 0), 1),
+    ("5x4s4", dict(rows=2, cols=4, acc_depth=16), 2, 13, 12, 4, (5, 4), (4, 3), (2, 1, 0, 2), 1),
 ]
 
 
@@ -137,7 +132,10 @@ def test_conv_unit(name, cfgkw, cin, h, w, cout, k, s, pad, dil, stalls):
     cfg = EngineConfig(ibuf_depth=1024, **cfgkw)
     rng = np.random.default_rng(hash(name) % 2**32)
     x = rng.integers(-128, 128, (cin, h, w))
-    wt = rng.integers(-127, 128, (cout, cin, k, k))
+    kh, kw = (k, k) if isinstance(k, int) else k
+    stride = (s, s) if isinstance(s, int) else s
+    t, left, b, r = (pad,) * 4 if isinstance(pad, int) else pad
+    wt = rng.integers(-127, 128, (cout, cin, kh, kw))
     bias = rng.integers(-5000, 5000, cout)
-    _run_conv(cfg, x, wt, bias, stride=(s, s), pad_t=pad, pad_l=pad, dil=dil, zp_in=int(rng.integers(-128, 128)),
-              stall_seed=stalls)
+    _run_conv(cfg, x, wt, bias, stride=stride, pad_t=t, pad_l=left, pad_b=b, pad_r=r, dil=dil,
+              zp_in=int(rng.integers(-128, 128)), stall_seed=stalls)

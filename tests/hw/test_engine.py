@@ -47,31 +47,38 @@ def _qconv(rng, cin, cout, kh, kw=None):
 
 
 def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp_in=None):
-    """A CONV command over a whole tensor with its memory image and independent expected output."""
+    """A CONV command over a whole tensor with its memory image and independent expected output.
+
+    ``k`` is a side or ``(kh, kw)``, ``stride`` one or ``(sy, sx)``, ``pad`` one or ``(top, left, bottom,
+    right)`` (bottom and right padding are only the output size: the engine reads ``zp_in`` past the band).
+    """
     R = cfg.rows
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sy, sx = (stride, stride) if isinstance(stride, int) else stride
+    pt, pl, pb, pr = (pad,) * 4 if isinstance(pad, int) else pad
     x = rng.integers(-128, 128, (cin, h, w))
     zp_in = int(rng.integers(-128, 128)) if zp_in is None else zp_in
     zp_out = int(rng.integers(-30, 30))
     if pool:
-        pk, ceil_mode = pool
-        in_h, in_w = pool_out_size(h, pk, 2, 0, ceil_mode), pool_out_size(w, pk, 2, 0, ceil_mode)
-        xin = maxpool_reference(x, k=pk, stride=2, pad=(0, 0), out_hw=(in_h, in_w))
+        pk, ceil_mode, ppad = (*pool, 0)[:3]
+        in_h, in_w = pool_out_size(h, pk, 2, ppad, ceil_mode), pool_out_size(w, pk, 2, ppad, ceil_mode)
+        xin = maxpool_reference(x, k=pk, stride=2, pad=(ppad, ppad), out_hw=(in_h, in_w))
     else:
         in_h, in_w, xin = h, w, x
-    out_h = (in_h + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    out_w = (in_w + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    wt, bias, m0, sh = _qconv(rng, cin, cout, k)
+    out_h = (in_h + pt + pb - dil * (kh - 1) - 1) // sy + 1
+    out_w = (in_w + pl + pr - dil * (kw - 1) - 1) // sx + 1
+    wt, bias, m0, sh = _qconv(rng, cin, cout, kh, kw)
     blob = pack_conv_blob(wt, fold_zero_point(bias, wt, zp_in), m0, sh, cfg)
     cmd = pack_command(
         Opcode.CONV,
         load=dict(src=SRC, src_rows=h, src_w=w, cb=cdiv(cin, R), ibuf=0,
-                  **(dict(pool=1, pool_k=pool[0]) if pool else {})),
-        in_h=in_h, in_w=in_w, kh=k, kw=k, sy=stride, sx=stride, dil=dil, pad_t=pad, pad_l=pad,
+                  **(dict(pool=1, pool_k=pk, pool_pad_t=ppad, pool_pad_l=ppad) if pool else {})),
+        in_h=in_h, in_w=in_w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil, pad_t=pt, pad_l=pl,
         out_h=out_h, out_w=out_w, cout=cout,
         quant=dict(zp_in=zp_in, zp_out=zp_out, act_min=zp_out, act_max=127),
         wblob=WBLOB, dst=DST, dst_pix=cdiv(cout, R))
-    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(stride, stride),
-                             pad=(pad, pad), dil=dil, out_hw=(out_h, out_w))
+    acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(sy, sx),
+                             pad=(pt, pl), dil=dil, out_hw=(out_h, out_w))
     expect = requantize(acc, m0[:, None, None], sh[:, None, None], zp_out, zp_out, 127)
     writes = [(SRC, pack_activation(x, R)), (WBLOB, blob)]
     return writes, cmd, (out_h, out_w, cout), expect
@@ -83,11 +90,15 @@ def _check_against_reference(bench, out_shape, expect, machine):
     R = bench.config.rows
     n = out_h * out_w * cdiv(cout, R)
     got = unpack_activation(machine.mem[DST:DST + n], cout, out_h, out_w, R)
-    assert np.array_equal(got, expect), f"golden machine disagrees with the loop reference: {(got != expect).sum()}"
+    bad = np.argwhere(got != expect)
+    assert not len(bad), (f"golden machine disagrees with the loop reference on {len(bad)} of {got.size} outputs; "
+                          "first (channel, y, x): golden machine, loop reference: "
+                          + ", ".join(f"{tuple(int(v) for v in b)}: {got[tuple(b)]}, {expect[tuple(b)]}"
+                                      for b in bad[:8]))
 
 
 CONV_CASES = [
-    # cin, cout, h, w, k, stride, pad, dil, pool
+    # cin, cout, h, w, k, stride, pad, dil, pool (kernel, ceil mode[, padding])
     (3, 20, 9, 11, 3, 1, 1, 1, None),
     (16, 16, 8, 8, 1, 1, 0, 1, None),
     (19, 33, 7, 9, 3, 2, 1, 1, None),
@@ -99,14 +110,27 @@ CONV_CASES = [
     (4, 6, 1, 1, 3, 1, 1, 1, None),
     (16, 16, 11, 10, 3, 1, 5, 5, None),   # RFSong's RFB branch: dilation 5, padding 5
     (8, 8, 9, 9, 3, 1, 7, 1, None),       # the largest padding, wider than the kernel
+    # kernels up to 7x7, 1xK and Kx1, strides up to 4, asymmetric padding (t, l, b, r)
+    (3, 96, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), 1, None),   # SqueezeNet 1.0's conv1 shape
+    (3, 16, 17, 19, (7, 7), (2, 2), (2, 3, 3, 2), 1, None),   # TF-SAME style: more padding after
+    (16, 24, 8, 9, (1, 3), (1, 1), (0, 1, 0, 1), 1, None),    # SqueezeNext 1x3
+    (16, 24, 8, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, None),    # SqueezeNext 3x1
+    (12, 20, 12, 11, (5, 5), (3, 3), (2, 2, 2, 2), 1, None),
+    (10, 18, 12, 13, (4, 4), (4, 4), (0, 0, 0, 0), 1, None),  # a patchify stem
+    (8, 8, 14, 15, (5, 3), (1, 4), (2, 1, 2, 1), 2, None),    # dilated, mixed strides
+    (9, 17, 15, 13, (6, 7), (3, 2), (5, 0, 1, 6), 1, (2, False)),
+    # Padded pooling of rows of one word (one pixel, one channel block): pooled rows merge back to back.
+    (1, 5, 6, 1, 3, 1, 1, 1, (3, False, 1)),
+    (1, 6, 7, 1, 3, 1, 1, 1, (2, False, 1)),
 ]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_{}x{}_k{}s{}p{}d{}{}".format(
-    *c[:8], f"_pool{c[8][0]}" if c[8] else ""))
+    *[("x".join(map(str, v)) if isinstance(v, tuple) else v) for v in c[:8]],
+    f"_pool{c[8][0]}" + (f"p{c[8][2]}" if len(c[8]) > 2 else "") if c[8] else ""))
 def test_conv(bench, case):
     cin, cout, h, w, k, s, pad, dil, pool = case
-    rng = np.random.default_rng(sum(case[:8]))
+    rng = np.random.default_rng(sum(np.sum(v) for v in case[:8]))
     writes, cmd, shape, expect = conv_case(bench.config, rng, cin=cin, cout=cout, h=h, w=w, k=k, stride=s,
                                            pad=pad, dil=dil, pool=pool)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
@@ -122,12 +146,19 @@ def test_conv_under_memory_stalls(bench, stalls):
     writes, cmd, shape, expect = conv_case(bench.config, rng, cin=10, cout=20, h=9, w=10, k=3, stride=1, pad=1,
                                            pool=(3, False))
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
+    stalled = [bench.vl.mem_info()["stalled"]]
     sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=stalls)
     _check_against_reference(bench, shape, expect, machine)
+    stalled.append(bench.vl.mem_info()["stalled"])
     free, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=0.0)
     _check_against_reference(bench, shape, expect, machine)
-    # The stalls must have happened: the stalled run takes longer than the stall-free one.
+    stalled.append(bench.vl.mem_info()["stalled"])
+    # The stalls must have happened: counted by the memory, and the stalled run takes longer than the stall-free one.
+    held, free_held = stalled[1] - stalled[0], stalled[2] - stalled[1]
+    assert held > 0 and free_held == 0, f"stalls {stalls}: {held} stalled memory cycles, {free_held} without stalls"
     assert sim.cycles > free.cycles > 0, f"stalls {stalls}: {sim.cycles} cycles vs {free.cycles} without stalls"
+    print(f"{bench.config.rows}x{bench.config.cols} stalls {stalls:.0%}: {sim.cycles} cycles ({held} memory cycles "
+          f"stalled) vs {free.cycles} stall-free")
 
 
 def fire_case(cfg, rng, *, cin, sq, e1, e3, h, w, bands):
@@ -244,7 +275,8 @@ def bad_commands(cfg):
         "buffer offset past the end": (_good_conv(cfg, load_ibuf=cfg.ibuf_depth - 3), ErrorCode.IBUF_OVERFLOW),
         "kernel 0": (_good_conv(cfg, kh=0), ErrorCode.BAD_KERNEL),
         "dilation 0": (_good_conv(cfg, dil=0), ErrorCode.BAD_KERNEL),
-        "stride 3": (_good_conv(cfg, sy=3), ErrorCode.BAD_STRIDE),
+        "stride 5": (_good_conv(cfg, sy=5), ErrorCode.BAD_STRIDE),
+        "stride 7": (_good_conv(cfg, sx=7), ErrorCode.BAD_STRIDE),
         "stride 0": (_good_conv(cfg, sx=0), ErrorCode.BAD_STRIDE),
         "pool kernel 1": (_good_conv(cfg, load_pool=1, load_pool_k=1, in_h=2, in_w=2), ErrorCode.BAD_POOL),
         "pool padding 2": (_good_conv(cfg, load_pool=1, load_pool_k=3, load_pool_pad_t=2, in_h=2, in_w=2),
@@ -282,7 +314,7 @@ def test_error_in_the_middle_of_a_list(bench):
     """Commands before the bad one complete; the engine stops at it and names its index."""
     rng = np.random.default_rng(2)
     writes, good, shape, _ = conv_case(bench.config, rng, cin=3, cout=5, h=4, w=5, k=3, stride=1, pad=1)
-    bad = _good_conv(bench.config, sy=3)
+    bad = _good_conv(bench.config, sy=5)
     n = shape[0] * shape[1] * cdiv(shape[2], bench.config.rows)
     sim, _ = bench.run(writes, [good, bad, good], [(DST, n)], cmd_addr=CMDS)
     assert Status.error_code(sim.status) == ErrorCode.BAD_STRIDE and sim.index == 1
@@ -304,37 +336,122 @@ def test_profile_records(bench):
     assert sum(r["cycles"] for r in sim.profile) <= sim.cycles
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: Largest input rows/columns the property draws (before pooling).
+PROPERTY_MAX_HW = 14
+#: Pooling on load the property draws: None or (kernel, ceil_mode), stride 2, no padding.
+PROPERTY_POOLS = [None, (2, False), (3, True), (3, False)]
+
+
+def _sizes_after_pool(pool, n):
+    return n if pool is None else pool_out_size(n, pool[0], 2, 0, pool[1])
+
+
+@st.composite
+def conv_shapes(draw, cfg: EngineConfig):
+    """A CONV geometry valid on ``cfg`` by construction: at least one output pixel, the band fits the buffer.
+
+    Every drawn value is labelled, so a failure prints the shrunk shape; nothing is filtered or skipped.
+    """
+    pool = draw(st.sampled_from(PROPERTY_POOLS), "pool")
+    lo = 1 if pool is None else pool[0]  # a pooling window needs a whole input window (as in PyTorch)
+    max_in = _sizes_after_pool(pool, PROPERTY_MAX_HW)
+    pad = tuple(draw(st.integers(0, 7), f"pad_{side}") for side in ("t", "l", "b", "r"))
+    # The dilated kernel must fit the padded input at least once on both axes: extent <= max_in + padding.
+    span_h, span_w = max_in + pad[0] + pad[2], max_in + pad[1] + pad[3]
+    kh, kw = draw(st.integers(1, min(7, span_h)), "kh"), draw(st.integers(1, min(7, span_w)), "kw")
+    stride = draw(st.integers(1, 4), "sy"), draw(st.integers(1, 4), "sx")
+    rooms = [(span - 1) // (k - 1) for span, k in ((span_h, kh), (span_w, kw)) if k > 1]
+    dil = draw(st.integers(1, min(7, *rooms)), "dilation") if rooms else 1
+    min_h = max(1, dil * (kh - 1) + 1 - pad[0] - pad[2])
+    min_w = max(1, dil * (kw - 1) + 1 - pad[1] - pad[3])
+    cin = draw(st.integers(1, 3 * cfg.rows + 1), "cin")
+    cout = draw(st.integers(1, 2 * cfg.cols + 3), "cout")
+    cb = cdiv(cin, cfg.rows)
+    w = draw(st.sampled_from([n for n in range(lo, PROPERTY_MAX_HW + 1) if _sizes_after_pool(pool, n) >= min_w]), "w")
+    # The band load (the pooled band with pooling) must fit the activation buffer.
+    fits = [n for n in range(lo, PROPERTY_MAX_HW + 1) if _sizes_after_pool(pool, n) >= min_h
+            and _sizes_after_pool(pool, n) * _sizes_after_pool(pool, w) * cb <= cfg.ibuf_depth]
+    h = draw(st.sampled_from(fits), "h")
+    return dict(cin=cin, cout=cout, h=h, w=w, k=(kh, kw), stride=stride, pad=pad, dil=dil, pool=pool)
+
+
+# Examples per engine size come from the hypothesis profile (tests/conftest.py: `ci` by default, `deep` for
+# `make test-deep`); the shapes are valid by construction, so every example compares outputs.
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_conv_property(bench, data):
-    """Random geometry: kernel, stride, padding, dilation, channel counts, sizes, pooled or not."""
+def test_conv_property(bench, count_compared, data):
+    """Random geometry: kernel, stride, padding, dilation, channel counts, sizes, pooled or not, stalls or not."""
     cfg = bench.config
-    k = data.draw(st.sampled_from([1, 2, 3]), "k")
-    s = data.draw(st.sampled_from([1, 2]), "stride")
-    dil = data.draw(st.integers(1, 7), "dilation") if k > 1 else 1
-    pad = data.draw(st.integers(0, 7), "pad")
-    pool = data.draw(st.sampled_from([None, (2, False), (3, True), (3, False)]), "pool")
-    cin = data.draw(st.integers(1, 3 * cfg.rows + 1), "cin")
-    cout = data.draw(st.integers(1, 2 * cfg.cols + 3), "cout")
-    lo = 4 if pool else 1
-    h = data.draw(st.integers(lo, 14), "h")
-    w = data.draw(st.integers(lo, 14), "w")
-    in_h, in_w = (h, w) if pool is None else (pool_out_size(h, pool[0], 2, 0, pool[1]),
-                                              pool_out_size(w, pool[0], 2, 0, pool[1]))
-    if in_h + 2 * pad < dil * (k - 1) + 1 or in_w + 2 * pad < dil * (k - 1) + 1:
-        return  # no output pixel
+    shape = data.draw(conv_shapes(cfg), "shape")
     seed = data.draw(st.integers(0, 2**32 - 1), "seed")
-    rng = np.random.default_rng(seed)
-    writes, cmd, shape, expect = conv_case(cfg, rng, cin=cin, cout=cout, h=h, w=w, k=k, stride=s, pad=pad,
-                                           dil=dil, pool=pool)
-    n = shape[0] * shape[1] * cdiv(shape[2], cfg.rows)
-    sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=data.draw(st.sampled_from([0, 0.4])))
-    if check_command(cfg, cmd) == ErrorCode.IBUF_OVERFLOW:
-        # Too big for this configuration's buffer: both engines refuse it (compared in bench.run).
-        assert Status.error_code(sim.status) == ErrorCode.IBUF_OVERFLOW
-        return
+    stalls = data.draw(st.sampled_from([0, 0.4]), "stalls")
+    writes, cmd, out_shape, expect = conv_case(cfg, np.random.default_rng(seed), **shape)
+    assert check_command(cfg, cmd) == ErrorCode.NONE, f"the generator made an invalid command: {shape}"
+    n = out_shape[0] * out_shape[1] * cdiv(out_shape[2], cfg.rows)
+    sim, machine = bench.run(writes, [cmd], [(DST, n)], cmd_addr=CMDS, stalls=stalls)  # compares exactly
     assert sim.status & Status.DONE, f"status {sim.status:#x}"
-    _check_against_reference(bench, shape, expect, machine)
+    _check_against_reference(bench, out_shape, expect, machine)
+    count_compared()  # only reached after both exact comparisons
+
+
+@st.composite
+def pool_shapes(draw, cfg: EngineConfig):
+    """A standalone POOL geometry valid on ``cfg`` by construction (PyTorch's rules: padding <= kernel / 2).
+
+    The source may be one part of a concatenated tensor (``src_pix`` > blocks) and the destination too.
+    Rows of a single word (one pixel wide, one channel block) are in: pooled rows merge back to back.
+    """
+    k = draw(st.sampled_from([2, 3]), "k")
+    ceil_mode = draw(st.booleans(), "ceil_mode")
+    pad = draw(st.integers(0, k // 2), "pad")
+    sizes = list(range(max(1, k - 2 * pad), PROPERTY_MAX_HW + 1))
+    h = draw(st.sampled_from(sizes), "h")
+    w = draw(st.sampled_from(sizes), "w")
+    c = draw(st.integers(1, min(3 * cfg.rows + 1, cfg.pool_max_cb * cfg.rows)), "channels")
+    src_gap = draw(st.integers(0, 2), "src_gap")   # extra words per source pixel (0: contiguous)
+    dst_gap = draw(st.integers(0, 2), "dst_gap")   # extra words per output pixel
+    return dict(k=k, ceil_mode=ceil_mode, pad=pad, c=c, h=h, w=w, src_gap=src_gap, dst_gap=dst_gap)
+
+
+def run_pool(bench, rng, *, k, ceil_mode, pad, c, h, w, src_gap=0, dst_gap=0, stalls=0.0):
+    """A standalone POOL on both engines (compared exactly, gaps included), then against the loop reference."""
+    R = bench.config.rows
+    x = rng.integers(-128, 128, (c, h, w))
+    oh, ow = pool_out_size(h, k, 2, pad, ceil_mode), pool_out_size(w, k, 2, pad, ceil_mode)
+    cb = cdiv(c, R)
+    src_pix, dst_pix = cb + src_gap, cb + dst_gap
+    # The source pixels `src_pix` words apart, the gaps filled with noise the pool must not read.
+    src = rng.integers(-128, 128, (h * w, src_pix, R)).astype(np.int8)
+    src[:, :cb] = pack_activation(x, R).reshape(h * w, cb, R)
+    cmd = pack_command(Opcode.POOL, load=dict(src=SRC, src_rows=h, src_w=w, cb=cb, src_pix=src_pix if src_gap else 0,
+                                              pool=1, pool_k=k, pool_pad_t=pad, pool_pad_l=pad),
+                       out_h=oh, out_w=ow, dst=DST, dst_pix=dst_pix)
+    assert check_command(bench.config, cmd) == ErrorCode.NONE, "an invalid POOL command"
+    n = oh * ow * dst_pix
+    sim, machine = bench.run([(SRC, src.reshape(-1, R))], [cmd], [(DST, n)], cmd_addr=CMDS, stalls=stalls)
+    assert sim.status & Status.DONE, f"status {sim.status:#x}"
+    got = unpack_activation(machine.mem[DST:DST + n], c, oh, ow, R, pix_words=dst_pix)
+    expect = maxpool_reference(x, k=k, stride=2, pad=(pad, pad), out_hw=(oh, ow))
+    bad = np.argwhere(got != expect)
+    assert not len(bad), (f"golden machine disagrees with the loop reference on {len(bad)} outputs; first "
+                          f"(channel, y, x): {[tuple(int(v) for v in b) for b in bad[:8]]}")
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_pool_property(bench, count_compared, data):
+    """Random max pools: kernel, ceil mode, padding, channels, sizes, strided source and destination, stalls."""
+    shape = data.draw(pool_shapes(bench.config), "shape")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), "seed"))
+    run_pool(bench, rng, **shape, stalls=data.draw(st.sampled_from([0, 0.4]), "stalls"))
+    count_compared()  # only reached after both exact comparisons
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_pool_rows_of_one_word(bench, k):
+    """One pixel wide, one channel block, padding 1: every source row is one word, and consecutive rows merge
+    into the same pooled word back to back (the merge's read in the cycle the previous write lands)."""
+    run_pool(bench, np.random.default_rng(0), k=k, ceil_mode=False, pad=1, c=1, h=6, w=1)
 
 
 @pytest.mark.parametrize("what", list(bad_commands(EngineConfig())))

@@ -9,6 +9,7 @@ from hw.layout import cdiv, pack_activation, unpack_activation
 from hw.load import LoadUnit
 
 from ..reference import maxpool_reference, pool_out_size
+from .models import stalling_memory
 
 
 def _run_load(cfg, x, *, pool=None, stall_seed=None, ibuf_base=3, src_pix=0):
@@ -40,20 +41,7 @@ def _run_load(cfg, x, *, pool=None, stall_seed=None, ibuf_base=3, src_pix=0):
             if we:
                 ib[waddr] = wdata
 
-    async def mem_model(ctx):
-        pending = []
-        req_ready = rsp_valid = False
-        async for _, _, valid, addr in ctx.tick().sample(dut.mem.req.valid, dut.mem.req.payload.addr):
-            if valid and req_ready:
-                pending.append(mem[addr])
-            if rsp_valid:
-                pending.pop(0)
-            req_ready = stall_seed is None or rng.random() < 0.5
-            ctx.set(dut.mem.req.ready, req_ready)
-            rsp_valid = bool(pending) and (stall_seed is None or rng.random() < 0.6)
-            ctx.set(dut.mem.rsp.valid, rsp_valid)
-            if rsp_valid:
-                ctx.set(dut.mem.rsp.payload, pending[0])
+    mem_model = stalling_memory(dut.mem, mem, None if stall_seed is None else rng, p_ready=0.5, p_answer=0.6)
 
     async def bench(ctx):
         op = {"src": src, "src_rows": h, "src_w": w, "cb": cb, "src_pix": src_pix, "ibuf": ibuf_base,

@@ -3,8 +3,10 @@
 :class:`VerilatorBackend` wraps the engine (or any component with its three
 members) in a :class:`sim.top.SimTop`, builds it with :func:`sim.build.build`
 (cached: an unchanged design is never rebuilt), starts the cocotb simulation
-of :mod:`sim.server` in a background thread, and talks to it over a Unix
-socket. Memory accesses use the simulator's VPI backdoor (no simulated time);
+of :mod:`sim.server` (:class:`sim.launch.SimulatorRun`), and talks to it over
+a Unix socket (:mod:`sim.wire`). It is a simulator backend: above ``sw`` in
+the package order, opened by name with ``sw.backends.open_backend("verilator")``.
+Memory accesses use the simulator's VPI backdoor (no simulated time);
 register accesses go through the CSR bus with the clock running;
 :meth:`~VerilatorBackend.wait_done` clocks the design inside the simulator
 until ``STATUS.BUSY`` clears, woken by ``irq``.
@@ -12,20 +14,16 @@ until ``STATUS.BUSY`` clears, woken by ``irq``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import signal
-import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from hw.isa import EngineConfig, Reg, Status
 from sw.transport import EngineTimeout, Transport, TransportError
+
+from .launch import SimulatorRun
+from .wire import PROTOCOL, recv_msg, send_msg
 
 __all__ = ["VerilatorBackend"]
 
@@ -98,15 +96,11 @@ class VerilatorBackend(Transport):
                  build_dir: str | os.PathLike | None = None, verbose: bool = False,
                  waves: bool | None = None, public_all: bool | None = None, verilator_args=(),
                  internal_clock: bool = True, start_timeout: float = 120.0):
-        from sim.build import build, setup_verilator_env
-        from sim.server import ENV_META, ENV_SOCKET, PROTOCOL
-        from sim.top import SimTop
+        from .build import build, setup_verilator_env
+        from .top import SimTop
 
-        self._sock = None
-        self._thread = None
-        self._tmp = None
+        self._run = None
         self._closed = False
-        self._pid = None
         self._sim_wall = 0.0
         self._sim_cycles = 0
 
@@ -129,71 +123,35 @@ class VerilatorBackend(Transport):
         log.info("model %s (%s, %.1f s)", self.build.directory,
                  "cached" if self.build.cached else "built", self.build.seconds)
 
-        self._tmp = Path(tempfile.mkdtemp(prefix="kindling-sim-"))
-        test_dir = self._tmp
-        if self.build.waves:
-            test_dir = self.build.directory / f"run-{os.getpid()}-{time.strftime('%H%M%S')}-{id(self):x}"
-            test_dir.mkdir(parents=True, exist_ok=True)
+        self._run = SimulatorRun(self.build, "sim.server", name="sim", verbose=verbose,
+                                 start_timeout=start_timeout)
         #: The waveform of this run (FST, or VCD without lz4) when built with waves, else None.
-        trace_file = self.build.metadata.get("trace_file")
-        self.waves_path = test_dir / trace_file if self.build.waves and trace_file else None
+        self.waves_path = self._run.waves_path
         #: The simulator's log (None when verbose: it goes to stdout).
-        self.log_path = None if verbose else self._tmp / "sim.log"
-        sock_path = str(self._tmp / "sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(sock_path)
-        listener.listen(1)
-        listener.settimeout(0.5)
-
-        from sim.build import verilator_runner
-
-        runner = verilator_runner(self.build.metadata.get("public_all", False))
-        if not verbose:
-            runner.log.setLevel(logging.WARNING)
-        self._error = None
-        env = {ENV_SOCKET: sock_path, ENV_META: str(self.build.directory / "kindling_build.json"),
-               "COCOTB_LOG_LEVEL": "INFO" if verbose else "WARNING"}
-
-        def run_sim():
-            try:
-                runner.test(test_module="sim.server", hdl_toplevel=self.build.toplevel,
-                            hdl_toplevel_lang="verilog",
-                            build_dir=self.build.directory, test_dir=test_dir, extra_env=env,
-                            log_file=self.log_path, results_xml=str(self._tmp / "results.xml"),
-                            waves=self.build.waves)
-            except BaseException as exc:  # SystemExit from the runner included
-                self._error = exc
-
-        self._thread = threading.Thread(target=run_sim, name="kindling-verilator", daemon=True)
-        self._thread.start()
-        t0 = time.monotonic()
-        self._sock = accept_simulator(self, listener, start_timeout)
+        self.log_path = self._run.log_path
+        self._sock = self._run.sock
         self._sock.settimeout(None)
-        hello, _ = self._recv()
+        hello = self._result(self._run.hello)[0]
         if hello.get("protocol") != PROTOCOL:
             self.close()
             raise TransportError(f"simulator speaks protocol {hello.get('protocol')}, expected {PROTOCOL}")
-        self._pid = hello["pid"]
-        self.start_seconds = time.monotonic() - t0
+        self._run.pid = hello["pid"]
+        self.start_seconds = self._run.start_seconds
         req, rsp = stalls if isinstance(stalls, tuple | list) else (stalls, stalls)
         if req or rsp:
             self.set_stalls(req, rsp)
 
     # --- link -----------------------------------------------------------------------------
 
-    def _log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n--- simulator log (tail) ---\n" + "\n".join(tail)
-
     def _recv(self):
-        from sim.server import recv_msg
-
         msg = recv_msg(self._sock)
         if msg is None:
-            self._thread.join(timeout=10)
-            raise TransportError(f"the simulator closed the connection ({self._error!r}){self._log_tail()}")
+            self._run.thread.join(timeout=10)
+            raise TransportError(f"the simulator closed the connection ({self._run.error!r}){self._run.log_tail()}")
+        return self._result(msg)
+
+    @staticmethod
+    def _result(msg):
         header, payload = msg
         if not header.get("ok"):
             kind, text = header.get("error"), header.get("message")
@@ -204,8 +162,6 @@ class VerilatorBackend(Transport):
 
     def _call(self, op: str, payload: bytes = b"", *, timed: bool = False, with_payload: bool = False,
               **args):
-        from sim.server import send_msg
-
         if self._closed:
             raise TransportError("the Verilator backend is closed")
         try:
@@ -216,7 +172,7 @@ class VerilatorBackend(Transport):
                 self._sim_wall += time.monotonic() - t0
             return (result, out) if with_payload else result
         except OSError as exc:
-            raise TransportError(f"lost the simulator: {exc}{self._log_tail()}") from exc
+            raise TransportError(f"lost the simulator: {exc}{self._run.log_tail()}") from exc
 
     # --- Transport ------------------------------------------------------------------------
 
@@ -273,27 +229,16 @@ class VerilatorBackend(Transport):
 
     def close(self) -> None:
         """Stop the simulator and remove the temporary files. Idempotent."""
-        from sim.server import send_msg
-
         if self._closed:
             return
         self._closed = True
-        if self._sock is not None:
-            try:
-                send_msg(self._sock, {"op": "shutdown"})
-                self._sock.settimeout(10)
-                self._recv()
-            except (OSError, TransportError):
-                pass
-            self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            if self._thread.is_alive() and self._pid is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(self._pid, signal.SIGKILL)
-                self._thread.join(timeout=10)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._run is not None:
+            self._run.stop(self._goodbye)
+
+    def _goodbye(self) -> None:
+        send_msg(self._sock, {"op": "shutdown"})
+        self._sock.settimeout(10)
+        self._recv()
 
     # --- simulation controls --------------------------------------------------------------
 
@@ -329,13 +274,16 @@ class VerilatorBackend(Transport):
         self._call("reset", cycles=int(cycles))
 
     def mem_info(self) -> dict:
-        """``{"fault", "fault_addr", "reads", "writes"}`` of the simulated memory since reset."""
+        """``{"fault", "fault_addr", "reads", "writes", "stalled"}`` of the simulated memory since reset.
+
+        ``stalled`` counts the cycles in which a stall withheld an offered request or a ready answer.
+        """
         return self._call("mem_info")
 
     @property
     def pid(self) -> int | None:
         """Process id of the simulator."""
-        return self._pid
+        return self._run.pid if self._run is not None else None
 
     @property
     def cycles_per_second(self) -> float:
@@ -349,28 +297,3 @@ class VerilatorBackend(Transport):
                 f"{b.build_seconds:.1f} s); {self._sim_cycles} cycles run at "
                 f"{self.cycles_per_second / 1e3:.1f} kcycles/s")
 
-
-def accept_simulator(owner, listener: socket.socket, start_timeout: float) -> socket.socket:
-    """The simulator's connection on ``listener`` (which is closed after).
-
-    ``owner`` runs the simulator: its ``_thread``, ``_error``, ``_log_tail()``
-    and ``close()``. Raises :class:`TransportError` (and closes ``owner``) if the
-    simulator thread ends first or ``start_timeout`` seconds pass.
-    """
-    t0 = time.monotonic()
-    try:
-        while True:
-            try:
-                return listener.accept()[0]
-            except TimeoutError:
-                if not owner._thread.is_alive():
-                    raise TransportError(f"the simulator exited before connecting "
-                                         f"({owner._error!r}){owner._log_tail()}") from None
-                if time.monotonic() - t0 > start_timeout:
-                    raise TransportError(f"the simulator did not connect within {start_timeout} s"
-                                         f"{owner._log_tail()}") from None
-    except BaseException:
-        owner.close()
-        raise
-    finally:
-        listener.close()

@@ -1,6 +1,6 @@
 """Frames per second of a network on each board: measured engine cycles, and the link's byte counts.
 
-``python -m sim.board_fps [--board B ...] [--network squeezenet|rfsong ...]``
+``python -m tools.board_fps [--board B ...] [--network squeezenet|rfsong ...]``
 
 For each board of :data:`hw.boards.BOARDS` and each network:
 
@@ -8,7 +8,7 @@ For each board of :data:`hw.boards.BOARDS` and each network:
   staged through the board's memory (:func:`sw.staging.plan_staging`: the
   same groups, slices and relocated commands the board runs), and run in
   Verilator on the engine with the board's configuration, behind a
-  :class:`sw.staging.StagedTransport` over a :class:`~sw.backends.verilator.VerilatorBackend`
+  :class:`sw.staging.StagedTransport` over a :class:`~sim.verilator_backend.VerilatorBackend`
   whose memory is the board's size: the engine cycles of one inference
   (``CYCLES`` summed over the groups), checked bit-exact against the golden model;
 * the link traffic of the same plan (:func:`sw.staging.traffic`) gives the
@@ -64,7 +64,7 @@ def measure(spec: BoardSpec, name: str, *, verbose: bool = False) -> dict:
     """Cycles (Verilator, staged as on the board), link traffic and frames/s of one network on one board."""
     from hw.engine import Engine
     from quant import golden
-    from sw.backends.verilator import VerilatorBackend
+    from sw.backends import open_backend
     from sw.driver import Driver
     from sw.runtime import Session
 
@@ -79,7 +79,8 @@ def measure(spec: BoardSpec, name: str, *, verbose: bool = False) -> dict:
            "frames": t.frames, "baud": spec.baud}
     t0 = time.monotonic()
     mem = 1 << max(12, (spec.mem_words - 1).bit_length())
-    with VerilatorBackend(Engine, spec.engine, mem_words=mem, latency=2, verbose=verbose) as vl:
+    with open_backend("verilator", top_factory=Engine, config=spec.engine, mem_words=mem, latency=2,
+                      verbose=verbose) as vl:
         staged = StagedTransport(vl, program, board_words=spec.mem_words)
         session = Session(program, Driver(staged, program.config))
         inf = session.run_int8(x_q, profile=False, timeout=7200)
@@ -105,7 +106,7 @@ def measure(spec: BoardSpec, name: str, *, verbose: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.board_fps", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.board_fps", description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", action="append", choices=list(BOARDS), help="default: every board")
     ap.add_argument("--network", action="append", choices=["squeezenet", "rfsong"], help="default: both")
     ap.add_argument("--out", default=str(REPO_ROOT / "results" / "boards_fps.json"))

@@ -3,7 +3,7 @@
 1. SqueezeNet 1.1's eight Fire modules, each alone at its real size (as `make sim`).
 2. Whole SqueezeNet 1.1 on coco_cat.jpg: per-layer table, every layer checked against the golden model.
 3. Whole RFSong-779 on people_1.jpg (same), unless --skip-rfsong.
-4. Golden-model speed (sim.bench_golden): SqueezeNet 1.1 per inference, golden model and the
+4. Golden-model speed (tools.bench_golden): SqueezeNet 1.1 per inference, golden model and the
    per-layer-checked golden backend beside PyTorch float32 and int8 (QNNPACK), one thread.
 
 Per-layer reports go to results/<network>.{csv,json,png}. Sections 1-3 run in
@@ -34,10 +34,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
 
     from hw.isa import EngineConfig
-    from sim import run_fire
     from sw.networks import Runner
     from sw.preprocess import ssd_preprocess
     from sw.shared import imagenet_preprocess, require_shared
+    from tools import run_fire
 
     cfg = EngineConfig(rows=args.rows, cols=args.cols)
     print(f"kindling benchmarks, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
@@ -63,10 +63,10 @@ def main(argv=None) -> int:
             print(f"wrote {p}")
         ok &= res.report.bit_exact is True
     if not args.skip_golden:
-        from sim import bench_golden
+        from tools import bench_golden
 
         print()
-        print(f"== {len(runs) + 2}. golden-model speed, SqueezeNet 1.1 (sim.bench_golden) ==", flush=True)
+        print(f"== {len(runs) + 2}. golden-model speed, SqueezeNet 1.1 (tools.bench_golden) ==", flush=True)
         ok &= bench_golden.main(["--threads", str(args.golden_threads)]) == 0
         torch.set_num_threads(2)
     return 0 if ok else 1

@@ -15,7 +15,7 @@ process's CPU time, each also as a ratio to PyTorch float32:
   golden backend (the ISA interpreter runs the command list layer by layer and
   every layer is compared with the golden model's).
 
-``python -m sim.bench_golden [--threads N] [--runs N] [--reference]``;
+``python -m tools.bench_golden [--threads N] [--runs N] [--reference]``;
 ``--reference`` adds the golden model on its reference kernels
 (``golden.reference_kernels()``). `make bench` runs it as its last section.
 """

@@ -1,44 +1,10 @@
-"""Float graph IR and its capture from a PyTorch model with ``torch.fx``.
-
-:func:`capture` traces a float ``nn.Module`` (eval mode) with
-``torch.fx.symbolic_trace``, propagates shapes, and lowers it to a short list of
-nodes in topological order, each named by its module path (a convolution is
-named after its ``Conv2d``, e.g. ``"features.3.squeeze"``; a function call
-after the module that made it plus the fx name, e.g. ``"features.3.cat"``).
-The output of every node is one tensor that carries the node's name. Shapes
-exclude the batch dimension: ``(C, H, W)`` for feature maps.
-
-Lowering rules
-    * ``Conv2d`` -> :class:`Conv` (``groups`` must be 1, zero padding only).
-      A following ``BatchNorm2d`` (eval statistics), a multiplication or
-      division by a Python number and a ReLU fold into it when the
-      convolution's output has no other consumer.
-    * ``MaxPool2d`` / ``F.max_pool2d`` -> :class:`MaxPool`.
-    * ``AdaptiveAvgPool2d(1)``, ``AvgPool2d`` / ``F.avg_pool2d`` over the whole
-      map, ``x.mean((2, 3), keepdim=True)`` -> :class:`GlobalAvgPool`.
-    * ``torch.cat`` on the channel dimension -> :class:`Concat`.
-    * ``a + b`` of two convolution outputs (each used only by the add, same
-      geometry), optionally followed by ReLU -> :class:`Add` (quantized as one
-      dual convolution).
-    * ``flatten(x, 1)`` -> :class:`Flatten` (a no-op on the integer side).
-    * ``Dropout``, ``Identity``, ``contiguous()`` and a ReLU on a tensor that
-      is already non-negative -> removed.
-    * Shape and layout operations at the end of the network (``permute``,
-      ``view``, ``reshape``, ``size``, ``cat`` on other dimensions, softmax),
-      whose results only feed other such operations or the outputs ->
-      :class:`HostOp`, evaluated in float on the host.
-
-Anything else raises :class:`UnsupportedModelError` naming the node and the
-reason.
-"""
+""":func:`capture`: a float ``nn.Module`` traced with ``torch.fx`` and lowered to the IR."""
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,252 +12,21 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .fold import fold_bn, fold_scale
-
-__all__ = [
-    "UnsupportedModelError", "Node", "Input", "Conv", "MaxPool", "GlobalAvgPool", "Concat", "Add",
-    "Flatten", "HostOp", "TensorRef", "Graph", "capture", "run_float", "maxpool_out_size",
-]
-
-
-class UnsupportedModelError(ValueError):
-    """The model contains an operation, or a combination, that the integer pipeline cannot represent."""
-
-
-# --- IR ----------------------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True, eq=False)
-class Node:
-    """Base of the IR nodes.
-
-    Attributes
-    ----------
-    name : str
-        Node name, also the name of its output tensor (a module path).
-    inputs : tuple of str
-        Names of the input tensors.
-    shape : tuple of int
-        Output shape without the batch dimension.
-    """
-
-    op: ClassVar[str] = "node"
-    name: str
-    inputs: tuple[str, ...]
-    shape: tuple[int, ...]
-
-
-@dataclass(kw_only=True, eq=False)
-class Input(Node):
-    """The network input (a placeholder of the traced model)."""
-
-    op: ClassVar[str] = "input"
-
-
-@dataclass(kw_only=True, eq=False)
-class Conv(Node):
-    """2-D convolution with BatchNorm / constant scale already folded in and an optional fused ReLU.
-
-    Attributes
-    ----------
-    weight : numpy.ndarray
-        Float64 ``(out_channels, in_channels // groups, kh, kw)``.
-    bias : numpy.ndarray
-        Float64 ``(out_channels,)`` (zeros when the layer had no bias).
-    stride, dilation : (int, int)
-        ``(y, x)``.
-    padding : (int, int, int, int)
-        Zero padding ``(top, left, bottom, right)``.
-    groups : int
-        Always 1 after capture (grouped convolutions are rejected).
-    relu : bool
-        A ReLU follows (fused).
-    in_shape : (int, int, int)
-        Input shape ``(C, H, W)``.
-    folded : tuple of str
-        Names of the layers folded into this one (BatchNorm, scale, ReLU).
-    """
-
-    op: ClassVar[str] = "conv"
-    weight: np.ndarray
-    bias: np.ndarray
-    stride: tuple[int, int]
-    padding: tuple[int, int, int, int]
-    dilation: tuple[int, int]
-    groups: int = 1
-    relu: bool = False
-    in_shape: tuple[int, ...]
-    folded: tuple[str, ...] = ()
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.weight.shape[1] * self.groups)
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def kernel_size(self) -> tuple[int, int]:
-        return int(self.weight.shape[2]), int(self.weight.shape[3])
-
-
-@dataclass(kw_only=True, eq=False)
-class MaxPool(Node):
-    """Max pooling; ``padding`` is ``(py, px)`` on both sides (PyTorch's convention), dilation 1."""
-
-    op: ClassVar[str] = "maxpool"
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    ceil_mode: bool
-    in_shape: tuple[int, ...]
-
-
-@dataclass(kw_only=True, eq=False)
-class GlobalAvgPool(Node):
-    """Average of every channel over all pixels: ``(C, H, W) -> (C, 1, 1)``."""
-
-    op: ClassVar[str] = "gap"
-    in_shape: tuple[int, ...]
-
-
-@dataclass(kw_only=True, eq=False)
-class Concat(Node):
-    """Concatenation on the channel dimension, inputs in order."""
-
-    op: ClassVar[str] = "concat"
-
-
-@dataclass(kw_only=True, eq=False)
-class Add(Node):
-    """``inputs[0] + inputs[1]``, optionally followed by ReLU; both inputs are :class:`Conv` outputs."""
-
-    op: ClassVar[str] = "add"
-    relu: bool = False
-
-
-@dataclass(kw_only=True, eq=False)
-class Flatten(Node):
-    """``flatten(x, 1)``: ``(C, H, W) -> (C*H*W,)``.
-
-    A true no-op when ``H = W = 1`` (after a global average pool). For a larger
-    map the order is channel-major, which differs from the engine's
-    pixel-major memory layout (``hw.layout``): a scheduler must reorder.
-    """
-
-    op: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True)
-class TensorRef:
-    """Placeholder for a graph value inside a :class:`HostOp`'s arguments."""
-
-    name: str
-
-
-@dataclass(kw_only=True, eq=False)
-class HostOp(Node):
-    """A shape/layout operation (or softmax) at the end of the network, run in float on the host.
-
-    ``kind`` is the fx opcode (``"call_function"``, ``"call_method"`` or
-    ``"call_module"``), ``target`` the function, method name or module, and
-    ``args``/``kwargs`` the arguments with :class:`TensorRef` for graph values.
-    Host ops work on tensors *with* their batch dimension. ``shape`` is the
-    result's shape without the batch dimension, ``()`` for a non-tensor (``size``).
-    """
-
-    op: ClassVar[str] = "host"
-    kind: str
-    target: Any
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-
-    def evaluate(self, values: dict[str, Any]) -> Any:
-        """Run the operation on ``values`` (name -> batched float tensor or Python value)."""
-        def sub(a):
-            if isinstance(a, TensorRef):
-                return values[a.name]
-            if isinstance(a, (list, tuple)):
-                return type(a)(sub(v) for v in a)
-            if isinstance(a, dict):
-                return {k: sub(v) for k, v in a.items()}
-            return a
-
-        args, kwargs = sub(self.args), sub(self.kwargs)
-        if self.kind == "call_method":
-            return getattr(args[0], self.target)(*args[1:], **kwargs)
-        return self.target(*args, **kwargs)
-
-
-@dataclass(eq=False)
-class Graph:
-    """A captured float network: nodes in topological order, input and output tensor names."""
-
-    nodes: list[Node]
-    inputs: list[str]
-    outputs: list[str]
-
-    def __post_init__(self):
-        self._by_name = {n.name: n for n in self.nodes}
-        if len(self._by_name) != len(self.nodes):
-            raise ValueError("duplicate node names in graph")
-
-    def __getitem__(self, name: str) -> Node:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no node named {name!r} in the graph") from None
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._by_name
-
-    def __iter__(self):
-        return iter(self.nodes)
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def consumers(self, name: str) -> list[Node]:
-        """Nodes that read tensor ``name``."""
-        return [n for n in self.nodes if name in n.inputs]
-
-    def convs(self) -> list[Conv]:
-        return [n for n in self.nodes if isinstance(n, Conv)]
-
-    def summary(self) -> str:
-        """One line per node: name, op, inputs, output shape and the main parameters."""
-        lines = []
-        for n in self.nodes:
-            extra = ""
-            if isinstance(n, Conv):
-                extra = (f"{n.in_channels}->{n.out_channels} k{n.kernel_size} s{n.stride} p{n.padding} "
-                         f"d{n.dilation}{' relu' if n.relu else ''}")
-            elif isinstance(n, MaxPool):
-                extra = f"k{n.kernel} s{n.stride} p{n.padding}{' ceil' if n.ceil_mode else ''}"
-            elif isinstance(n, Add):
-                extra = "relu" if n.relu else ""
-            lines.append(f"{n.name:32s} {n.op:8s} {','.join(n.inputs):40s} {n.shape} {extra}")
-        return "\n".join(lines)
-
-
-def maxpool_out_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
-    """Output length of a max pool along one axis, with PyTorch's rule for ``ceil_mode``.
-
-    ``(size + 2*pad - kernel) / stride + 1`` rounded down (or up with
-    ``ceil_mode``); in ceil mode a last window that would start in the right
-    padding (at or past ``size + pad``) is dropped.
-    """
-    span = size + 2 * pad - kernel
-    if span < 0:
-        raise ValueError(f"max pool kernel {kernel} larger than the padded input {size + 2 * pad}")
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-# --- capture -----------------------------------------------------------------------------------
+from ..fold import fold_bn, fold_scale
+from .ir import (
+    Add,
+    Concat,
+    Conv,
+    Flatten,
+    GlobalAvgPool,
+    Graph,
+    HostOp,
+    Input,
+    MaxPool,
+    Node,
+    TensorRef,
+    UnsupportedModelError,
+)
 
 _ALIAS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _HOST_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Flatten)
@@ -316,6 +51,21 @@ def _pair(v, what: str) -> tuple[int, int]:
     if len(v) != 2:
         raise UnsupportedModelError(f"{what}: expected an int or a pair, got {v!r}")
     return int(v[0]), int(v[1])
+
+
+class _Refused:
+    """The value of an fx node that was refused (or reads one): its readers are skipped, not refused again."""
+
+
+class _Pad:
+    """A zero pad waiting for the convolution that reads it: ``src`` tensor, ``(top, left, bottom, right)``."""
+
+    def __init__(self, src: str, pad: tuple[int, int, int, int], path: str):
+        self.src, self.pad, self.path = src, pad, path
+
+
+class _SkipNode(Exception):
+    """Raised when a node reads a refused value: the node is skipped (its refusal is its input's)."""
 
 
 def _bind(args, kwargs, names: list[str], defaults: dict) -> dict:
@@ -381,6 +131,12 @@ class _Capture:
         return self._real_users(self.head[name]) == [user]
 
     def _tensor(self, a: Any, n: fx.Node) -> str:
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Refused):
+            raise _SkipNode
+        if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Pad):
+            raise UnsupportedModelError(f"{self.value[a].path}: a zero pad is supported only as the input of a "
+                                        f"convolution (it folds into its padding), here it is read by "
+                                        f"{self._path(n)}")
         if not isinstance(a, fx.Node) or a not in self.value or not isinstance(self.value[a], str):
             raise UnsupportedModelError(f"{self._path(n)}: argument {a!r} is not a tensor computed by the "
                                         f"graph")
@@ -425,31 +181,46 @@ class _Capture:
 
     # lowering
     def run(self) -> Graph:
+        refusals = []
         for n in self.gm.graph.nodes:
-            if n.op == "placeholder":
-                if self.inputs:
-                    raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
-                self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
-                self.inputs.append(n.name)
-            elif n.op == "get_attr":
-                raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
-                                            f"only module calls may use weights")
-            elif n.op == "output":
-                self._output(n.args[0])
-            elif self._is_alias(n):
-                self.value[n] = self._tensor(n.args[0], n)
-            elif n in self.host_ok and not self._is_device_form(n):
-                self._host(n)
-            elif n.op == "call_module":
-                self._module(n)
-            elif n.op == "call_function":
-                self._function(n)
-            elif n.op == "call_method":
-                self._method(n)
-            else:  # pragma: no cover - fx has no other opcodes
-                raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
+            try:
+                self._lower(n)
+            except _SkipNode:
+                self.value[n] = _Refused()
+            except UnsupportedModelError as e:
+                if n.op in ("placeholder", "get_attr", "output"):
+                    raise UnsupportedModelError(str(e), refusals + [str(e)]) from None
+                refusals.append(str(e))
+                self.value[n] = _Refused()
+        if refusals:
+            raise UnsupportedModelError(refusals[0], refusals)
         self._check_adds()
         return Graph(list(self.nodes.values()), self.inputs, self.outputs)
+
+    def _lower(self, n: fx.Node) -> None:
+        """One fx node into the IR (raises UnsupportedModelError naming it, or _SkipNode)."""
+        if n.op == "placeholder":
+            if self.inputs:
+                raise UnsupportedModelError(f"{n.name}: only single-input models are supported")
+            self._add(Input(name=n.name, inputs=(), shape=self._shape(n)), n)
+            self.inputs.append(n.name)
+        elif n.op == "get_attr":
+            raise UnsupportedModelError(f"{n.name}: reads parameter/buffer {n.target!r} directly; "
+                                        f"only module calls may use weights")
+        elif n.op == "output":
+            self._output(n.args[0])
+        elif self._is_alias(n):
+            self.value[n] = self._tensor(n.args[0], n)
+        elif n in self.host_ok and not self._is_device_form(n):
+            self._host(n)
+        elif n.op == "call_module":
+            self._module(n)
+        elif n.op == "call_function":
+            self._function(n)
+        elif n.op == "call_method":
+            self._method(n)
+        else:  # pragma: no cover - fx has no other opcodes
+            raise UnsupportedModelError(f"{n.name}: fx opcode {n.op!r}")
 
     def _is_device_form(self, n: fx.Node) -> bool:
         """Host-capable nodes with an integer lowering: channel concat and flatten(x, 1) of device tensors."""
@@ -515,6 +286,8 @@ class _Capture:
             self._bn(n, m)
         elif type(m) is nn.ReLU:
             self._relu(n, n.args[0])
+        elif type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+            self._relu6(n, n.args[0])
         elif isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 raise self._unsupported(n, "MaxPool2d with return_indices")
@@ -525,15 +298,44 @@ class _Capture:
             self._avgpool(n, m)
         elif isinstance(m, nn.Flatten) and self._flatten_ok(n):
             self._flatten(n)
+        elif isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            self._pad(n, n.args[0], m.padding, "constant", getattr(m, "value", 0.0))
         else:
             where = "" if not self._is_host_capable(n) else " (allowed only at the end of the network)"
             raise self._unsupported(n, f"module {type(m).__name__} is not supported{where}")
 
+    def _pad(self, n: fx.Node, arg, pad, mode, value) -> None:
+        """``nn.ZeroPad2d``, ``nn.ConstantPad2d`` (value 0) or ``F.pad`` (constant 0): kept as a pending pad of
+        the tensor it reads, folded into the padding of the convolution that reads it."""
+        pad = tuple(pad) if isinstance(pad, (tuple, list)) else (pad,) * 4
+        if mode != "constant" or value not in (None, 0, 0.0):
+            raise self._unsupported(n, f"pad mode {mode!r} value {value!r}: only a zero constant pad is supported "
+                                       f"(it folds into the next convolution's padding)")
+        if len(pad) == 2:
+            pad = (*pad, 0, 0)
+        if len(pad) != 4 or any(not isinstance(v, int) or v < 0 for v in pad):
+            raise self._unsupported(n, f"pad {pad!r}: only non-negative padding of the last two dimensions "
+                                       f"(left, right, top, bottom) is supported")
+        left, right, top, bottom = pad
+        prev = self.value.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(prev, _Pad):  # pad of a pad: the two add up
+            t0, l0, b0, r0 = prev.pad
+            self.value[n] = _Pad(prev.src, (t0 + top, l0 + left, b0 + bottom, r0 + right), self._path(n))
+        else:
+            self.value[n] = _Pad(self._tensor(arg, n), (top, left, bottom, right), self._path(n))
+
     def _conv(self, n: fx.Node, m: nn.Conv2d) -> None:
-        src = self._tensor(n.args[0], n)
+        pending = self.value.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+        extra = (0, 0, 0, 0)
+        if isinstance(pending, _Pad):
+            src, extra = pending.src, pending.pad
+        else:
+            src = self._tensor(n.args[0], n)
         in_shape = self.nodes[src].shape
-        if m.groups != 1:
-            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported")
+        depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        if m.groups != 1 and not depthwise:
+            raise self._unsupported(n, f"grouped convolution (groups={m.groups}) is not supported (only "
+                                       f"depthwise: groups = input channels = output channels)")
         if m.padding_mode != "zeros":
             raise self._unsupported(n, f"padding_mode={m.padding_mode!r} is not supported (zeros only)")
         kh, kw = m.kernel_size
@@ -547,12 +349,17 @@ class _Capture:
         else:
             py, px = _pair(m.padding, self._path(n))
             pad = (py, px, py, px)
+        pad = tuple(a + b for a, b in zip(pad, extra, strict=True))
         w = m.weight.detach().double().numpy().copy()
+        if depthwise:  # dense, zero off the diagonal: the arithmetic of the dense convolution is the same
+            dense = np.zeros((m.out_channels, m.in_channels, kh, kw))
+            dense[np.arange(m.out_channels), np.arange(m.out_channels)] = w[:, 0]
+            w = dense
         b = (m.bias.detach().double().numpy().copy() if m.bias is not None
              else np.zeros(m.out_channels, dtype=np.float64))
         self._add(Conv(name=str(n.target), inputs=(src,), shape=self._shape(n), weight=w, bias=b,
                        stride=_pair(m.stride, self._path(n)), padding=pad, dilation=dil, groups=1,
-                       in_shape=in_shape), n)
+                       in_shape=in_shape, depthwise=depthwise), n)
 
     def _bn(self, n: fx.Node, m: nn.BatchNorm2d) -> None:
         src = self._tensor(n.args[0], n)
@@ -581,6 +388,17 @@ class _Capture:
         else:
             raise self._unsupported(n, f"ReLU on {node.op} {src!r}, which cannot absorb it (only a "
                                        f"convolution or an add whose output the ReLU alone reads can)")
+
+    def _relu6(self, n: fx.Node, arg) -> None:
+        """ReLU6 folded into the convolution before it: the clamp ``[zp_out, zp_out + 6 / s_out]``."""
+        src = self._tensor(arg, n)
+        node = self.nodes[src]
+        if not (isinstance(node, Conv) and self._sole_user(src, n) and not node.relu):
+            raise self._unsupported(n, f"ReLU6 on {node.op} {src!r}: only a convolution whose output the ReLU6 "
+                                       f"alone reads can absorb it")
+        node.relu = node.relu6 = True
+        node.folded += (self._path(n),)
+        self._fuse(src, n)
 
     def _maxpool(self, n, kernel, stride, padding, dilation, ceil_mode) -> None:
         src = self._tensor(n.args[0], n)
@@ -633,6 +451,8 @@ class _Capture:
         t = n.target
         if t in _RELU_FUNCTIONS:
             self._relu(n, n.args[0] if n.args else n.kwargs["input"])
+        elif t is F.relu6:
+            self._relu6(n, n.args[0] if n.args else n.kwargs["input"])
         elif t in (torch.cat, torch.concat):
             self._concat(n)
         elif t in _ADD_FUNCTIONS:
@@ -656,6 +476,9 @@ class _Capture:
             self._full_map_average(n, p["kernel_size"], p["padding"])
         elif t is torch.mean:
             self._mean(n, _bind(n.args, n.kwargs, *_MEAN_PARAMS))
+        elif t is F.pad:
+            p = _bind(n.args, n.kwargs, ["input", "pad", "mode", "value"], {"mode": "constant", "value": None})
+            self._pad(n, p["input"], p["pad"], p["mode"], p["value"])
         else:
             name = getattr(t, "__name__", repr(t))
             where = " (allowed only at the end of the network)" if self._is_host_capable(n) else ""
@@ -718,27 +541,76 @@ class _Capture:
         self._fuse(src, n)
 
     def _check_adds(self) -> None:
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             if not isinstance(node, Add):
                 continue
             convs = [self.nodes[i] for i in node.inputs]
-            for c in convs:
-                if not isinstance(c, Conv) or c.relu:
-                    raise UnsupportedModelError(
-                        f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
+            why = self._dual_refusal(node, convs)
+            if why is None:
+                continue
+            # One operand that is not such a convolution (an identity shortcut, a projection of another
+            # geometry): written as an identity convolution with the other operand's geometry.
+            for k in (1, 0):
+                if self._dual_refusal(node, convs, identity=k) is None:
+                    self._identity_operand(node, k, convs[1 - k])
+                    break
+            else:
+                raise UnsupportedModelError(why)
+
+    def _dual_refusal(self, node: Add, convs: list, identity: int | None = None) -> str | None:
+        """Why ``node`` cannot run as one dual convolution (None when it can); with ``identity`` = k, operand
+        k would be an identity convolution in the other operand's geometry."""
+        for i, c in enumerate(convs):
+            if i == identity:
+                continue
+            if not isinstance(c, Conv) or c.relu:
+                return (f"{node.name}: operand {c.name!r} must be a convolution without ReLU "
                         f"(the add is computed as one dual convolution), got {c.op}"
                         f"{' with ReLU' if isinstance(c, Conv) and c.relu else ''}")
-                users = [m for m in self.nodes.values() if c.name in m.inputs]
-                if users != [node]:
-                    raise UnsupportedModelError(f"{node.name}: operand {c.name!r} is also read by "
-                                                f"{[u.name for u in users if u is not node]}")
-            a, b = convs
-            geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
-            geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
-            if geo_a != geo_b or a.shape != b.shape:
-                raise UnsupportedModelError(
-                    f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
+            users = [m for m in self.nodes.values() if c.name in m.inputs]
+            if users != [node]:
+                return f"{node.name}: operand {c.name!r} is also read by {[u.name for u in users if u is not node]}"
+        if identity is not None:
+            conv, other = convs[1 - identity], self.nodes[node.inputs[identity]]
+            (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+            if (conv.stride != (1, 1) or tuple(other.shape) != tuple(conv.shape) or pt % dy or pl % dx
+                    or pt // dy >= conv.kernel_size[0] or pl // dx >= conv.kernel_size[1]):
+                return f"{node.name}: the shortcut {other.name!r} does not line up with {conv.name!r}"
+            return None
+        a, b = convs
+        geo_a = (a.kernel_size, a.stride, a.padding, a.dilation)
+        geo_b = (b.kernel_size, b.stride, b.padding, b.dilation)
+        if geo_a != geo_b or a.shape != b.shape:
+            return (f"{node.name}: the two convolutions must have the same kernel, stride, padding and "
                     f"dilation to run as one dual convolution: {a.name} {geo_a} vs {b.name} {geo_b}")
+        return None
+
+    def _identity_operand(self, node: Add, k: int, conv: Conv) -> None:
+        """Replace operand ``k`` of ``node`` by an identity convolution of it in ``conv``'s geometry; when the
+        convolution reads that very tensor (``conv(x) + x``), add the identity to its weights instead."""
+        src = node.inputs[k]
+        c = self.nodes[src].shape[0]
+        (pt, pl, _, _), (dy, dx) = conv.padding, conv.dilation
+        weight = np.zeros((c, c, *conv.kernel_size))
+        weight[np.arange(c), np.arange(c), pt // dy, pl // dx] = 1.0
+        if conv.inputs[0] == src:
+            conv.weight = conv.weight + weight
+            conv.relu = node.relu
+            conv.folded += (node.name,)
+            order = [n for n in self.nodes.values() if n is not node]
+            del self.nodes[conv.name]
+            conv.name = node.name
+            self.nodes = {n.name: n for n in order}
+            return
+        ident = Conv(name=f"{node.name}.identity", inputs=(src,), shape=tuple(conv.shape), weight=weight,
+                     bias=np.zeros(c), stride=(1, 1), padding=conv.padding, dilation=conv.dilation, groups=1,
+                     in_shape=tuple(self.nodes[src].shape))
+        inputs = list(node.inputs)
+        inputs[k] = ident.name
+        node.inputs = tuple(inputs)
+        order = list(self.nodes.values())
+        order.insert(order.index(node), ident)
+        self.nodes = {n.name: n for n in order}
 
 
 def capture(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> Graph:
@@ -775,76 +647,3 @@ def capture(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> G
     with torch.no_grad():
         ShapeProp(gm).propagate(torch.zeros((1, *input_shape), dtype=dtype))
     return _Capture(gm).run()
-
-
-# --- float interpreter -------------------------------------------------------------------------
-
-
-def _conv_float(node: Conv, x: torch.Tensor) -> torch.Tensor:
-    t, l, b, r = node.padding
-    w = torch.from_numpy(node.weight).to(x.dtype)
-    bias = torch.from_numpy(node.bias).to(x.dtype)
-    y = F.conv2d(F.pad(x, (l, r, t, b)), w, bias, stride=node.stride, dilation=node.dilation,
-                 groups=node.groups)
-    return F.relu(y) if node.relu else y
-
-
-def run_float(graph: Graph, x: torch.Tensor, *, keep: Callable[[str], bool] | None = None,
-              observe: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
-    """Evaluate the float IR (folded weights) on a batch ``x`` of shape ``(N, *input_shape)``.
-
-    Parameters
-    ----------
-    graph : Graph
-    x : torch.Tensor
-        Float input batch.
-    keep : callable, optional
-        ``keep(name) -> bool``: with it, a tensor is dropped as soon as its
-        last consumer has run unless ``keep`` says otherwise (outputs are
-        always kept). Without it every tensor is returned.
-    observe : callable, optional
-        ``observe(name, value)`` is called for every node output as it is
-        computed (calibration uses it to record ranges without keeping them).
-
-    Returns
-    -------
-    dict
-        Tensor name -> batched value.
-    """
-    vals: dict[str, Any] = {}
-    needed_by: dict[str, int] = {}
-    for node in graph.nodes:
-        for i in node.inputs:
-            needed_by[i] = needed_by.get(i, 0) + 1
-    out_set = set(graph.outputs)
-    with torch.no_grad():
-        for node in graph.nodes:
-            ins = [vals[i] for i in node.inputs]
-            if isinstance(node, Input):
-                y = x
-            elif isinstance(node, Conv):
-                y = _conv_float(node, ins[0])
-            elif isinstance(node, MaxPool):
-                y = F.max_pool2d(ins[0], node.kernel, node.stride, node.padding, ceil_mode=node.ceil_mode)
-            elif isinstance(node, GlobalAvgPool):
-                y = ins[0].mean(dim=(2, 3), keepdim=True)
-            elif isinstance(node, Concat):
-                y = torch.cat(ins, 1)
-            elif isinstance(node, Add):
-                y = ins[0] + ins[1]
-                y = F.relu(y) if node.relu else y
-            elif isinstance(node, Flatten):
-                y = ins[0].flatten(1)
-            elif isinstance(node, HostOp):
-                y = node.evaluate(vals)
-            else:  # pragma: no cover
-                raise TypeError(f"unknown node {node!r}")
-            vals[node.name] = y
-            if observe is not None:
-                observe(node.name, y)
-            if keep is not None:
-                for i in node.inputs:
-                    needed_by[i] -= 1
-                    if needed_by[i] == 0 and i not in out_set and not keep(i):
-                        del vals[i]
-    return vals

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from hw.engine import Engine
     from hw.isa import EngineConfig
     from quant import golden
-    from sw.backends.verilator import VerilatorBackend
+    from sw.backends import open_backend
     from sw.compiler import compile_graph
     from sw.driver import Driver
     from sw.models.squeezenet import FIRE_LAYERS, quantize_squeezenet11
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown module(s) {unknown}; choose from {list(FIRE_LAYERS)}")
     mem_words = max(1 << 20, 1 << (prog.mem_words - 1).bit_length())  # 1 << 20: the build the tests share
     rows = []
-    with VerilatorBackend(Engine, cfg, mem_words=mem_words, stalls=args.stalls, verbose=args.verbose) as t:
+    with open_backend("verilator", top_factory=Engine, config=cfg, mem_words=mem_words, stalls=args.stalls,
+                      verbose=args.verbose) as t:
         session = Session(prog, Driver(t, cfg))
         print(f"[4/4] running {len(wanted)} Fire modules on {image.name} (stalls {args.stalls:.0%}) ...", flush=True)
         for name in wanted:
