@@ -131,11 +131,12 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
         family="ecp5", device="LFE5UM5G-85F-8BG554C",
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
-        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine,
-        # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
+        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART. 4x32: 128 MACs
+        # per cycle on 128 MULT18X18D instantiated with their registers (hw/mult.py), 16 more for the four
+        # requantizer lanes (144 of 156). 105 MHz = 100 x 21/20, 35 x 3 Mbaud.
+        engine=EngineConfig(rows=4, cols=32, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
         mem_words=16384, storage="bram",
-        clk_hz=75_000_000,
+        clk_hz=105_000_000,
         pnr_opts="--router router2"),
 )}
 
