@@ -208,6 +208,10 @@ def test_abc_failures_and_options_in_the_report():
     assert abc_failures(log) == []
     bad = log + 'ERROR: ABC: execution of command "abc -s -f /tmp/x/abc.script" failed: return code 134.\n'
     assert abc_failures(bad) == [bad.splitlines()[-1]]
+    # YoWASP's Yosys exits 1 with no message when its ABC traps (seen on the 4 x 32 ECP5 top).
+    silent = "2.46.20.5. Executing ABC9.\nRunning ABC command: \"/yosys-abc\" -s -f <abc-temp-dir>/abc.script 2>&1\n"
+    assert abc_failures(silent, rc=0) == [] and "inside ABC" in abc_failures(silent, rc=1)[0]
+    assert abc_failures(log + "2.47. Executing OPT pass.\n", rc=1) == []
     spec = BOARDS["ecpix5-85f"]
     opts = nextpnr_options(spec, 7, "--placer static")
     assert "--seed 7" in opts and "--placer static" in opts and spec.pnr_opts in opts

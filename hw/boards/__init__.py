@@ -136,7 +136,7 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # requantizer lanes (144 of 156). 105 MHz = 100 x 21/20, 35 x 3 Mbaud.
         engine=EngineConfig(rows=4, cols=32, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
         mem_words=16384, storage="bram",
-        clk_hz=105_000_000,
+        clk_hz=105_000_000, synth_opts="-noabc9",
         pnr_opts="--router router2"),
 )}
 

@@ -216,9 +216,18 @@ _ABC_FAILED = re.compile(r"^.*\b(?:ABC|abc9?)\b.*\b(?:failed|[Ee]rror|[Kk]illed|
                          r"exited with|[Ss]egmentation).*$", re.M)
 
 
-def abc_failures(log_text: str) -> list[str]:
-    """The lines of a Yosys log that say an ABC step died (empty when none did)."""
-    return [ln.strip()[:200] for ln in _ABC_FAILED.findall(log_text)]
+def abc_failures(log_text: str, rc: int = 0) -> list[str]:
+    """The lines of a Yosys log that say an ABC step died (empty when none did).
+
+    With a failing exit status ``rc``, a log whose last step is an ABC run died there even when it says
+    nothing (YoWASP's Yosys, an ABC that traps, exits 1 without a message): that ABC line is returned.
+    """
+    found = [ln.strip()[:200] for ln in _ABC_FAILED.findall(log_text)]
+    if rc and not found:
+        steps = re.findall(r"^(?:\d+\.)+ Executing .*$|^Running ABC command: .*$", log_text, re.M)
+        if steps and re.search(r"ABC", steps[-1]):
+            found.append(f"Yosys exited {rc} inside ABC without a message (last step: {steps[-1].strip()[:120]})")
+    return found
 
 
 def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, shell: bool = False,
@@ -373,8 +382,8 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         fits = not re.search(r"(Unable to place|too many|exceeds|No more|not enough|Design uses)", error, re.I)
     else:
         error = None
-    abc = abc_failures(log_text)
-    if abc and error is None:
+    abc = abc_failures(log_text, rc if rc != TIME_LIMIT_RC else 0)
+    if abc and (error is None or error.startswith("the flow failed")):
         error = f"an ABC step failed (the netlist may lack its mapping): {abc[0]}"
     cfg = spec.engine
     report = {
