@@ -28,10 +28,12 @@ it depends on the family:
     8x8 product registers (``TOP_8x8_MULT_REG``, ``BOT_8x8_MULT_REG``). Yosys
     never infers this mode. Only the iCE40 UltraPlus parts have the block.
 
-The family comes from the platform the design is elaborated for (an ECP5
-``LatticePlatform``, an iCE40 UltraPlus ``SiliconBluePlatform``; anything
-else, including simulation, is ``"generic"``) unless the ``family``
-parameter names one. The data path has no reset: the engine reads products
+The family comes from the platform the design is elaborated for unless the
+``family`` parameter names one: a board build sets the platform's
+``mult_family`` attribute from its :class:`hw.boards.BoardSpec` (``mult``);
+otherwise an ECP5 ``LatticePlatform`` is ``"ecp5"``, an iCE40 UltraPlus
+``SiliconBluePlatform`` ``"ice40"``, and anything else, including
+simulation, ``"generic"``. The data path has no reset: the engine reads products
 only under its own valid flags (the DSP registers' ``RST`` is tied low).
 """
 
@@ -51,6 +53,11 @@ ECP5_PRODUCT_LSB = 2 * ECP5_OPERAND_LSB
 
 def platform_family(platform) -> str:
     """The :data:`FAMILIES` member for ``platform`` (``None`` in simulation: ``"generic"``)."""
+    chosen = getattr(platform, "mult_family", None)
+    if chosen is not None:
+        if chosen not in FAMILIES:
+            raise ValueError(f"platform.mult_family must be one of {FAMILIES}, got {chosen!r}")
+        return chosen
     family = str(getattr(platform, "family", "") or "").lower()
     if family == "ecp5":
         return "ecp5"

@@ -52,6 +52,9 @@ class BoardSpec:
         Extra ``synth_<family>`` options.
     pnr_opts : str
         Extra nextpnr options.
+    mult : str or None
+        The array's multipliers (:data:`hw.mult.FAMILIES`); ``None``: the device family's DSP
+        primitive (:func:`hw.mult.platform_family`).
     """
 
     name: str
@@ -68,6 +71,7 @@ class BoardSpec:
     frame_timeout_s: float = 0.01
     synth_opts: str = ""
     pnr_opts: str = ""
+    mult: str | None = None
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
@@ -99,9 +103,12 @@ class BoardSpec:
         return 2 * self.engine.macs_per_cycle * self.clk_hz / 1e9
 
     def make_platform(self):
-        """An instance of the board's amaranth-boards platform."""
+        """An instance of the board's amaranth-boards platform (with ``mult_family`` set when ``mult`` is)."""
         module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+        platform = getattr(importlib.import_module(module), cls)()
+        if self.mult is not None:
+            platform.mult_family = self.mult
+        return platform
 
 
 BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
@@ -125,18 +132,17 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # (docs/BOARDS.md). 45 MHz = 25 x 9/5: routed for 60 MHz it reached 51.5 MHz.
         engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
         mem_words=16384, storage="bram",    # 32 DP16KD: 64 KiB
-        clk_hz=45_000_000,
+        clk_hz=45_000_000, mult="generic",  # as the bitstreams of docs/BOARDS.md were built
         pnr_opts="--router router2"),
     BoardSpec(
         name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
         family="ecp5", device="LFE5UM5G-85F-8BG554C",
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
-        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART. 4x32: 128 MACs
-        # per cycle on 128 MULT18X18D instantiated with their registers (hw/mult.py), 16 more for the four
-        # requantizer lanes (144 of 156). 105 MHz = 100 x 21/20, 35 x 3 Mbaud.
-        engine=EngineConfig(rows=4, cols=32, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
+        # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine,
+        # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
         mem_words=16384, storage="bram",
-        clk_hz=105_000_000, synth_opts="-noabc9",
+        clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
         pnr_opts="--router router2"),
 )}
 

@@ -206,6 +206,13 @@ def _synth_summary(family: str, cells: dict[str, int]) -> dict[str, int]:
             "lutram": cells.get("TRELLIS_DPR16X4", 0)}
 
 
+#: Yosys commands after reading the design. ECP5: Amaranth's alias wires of array views (``psum[0]``,
+#: ``a[1]``: debug names, each a copy of a slice of its signal) are hidden, because with MULT18X18D
+#: instances among them Yosys 0.70's abc9 reintegration stops on an assertion (``count_id(wire->name) ==
+#: 0``; tests/hw/test_mult.py::test_ecp5_primitive_synthesizes). Hiding changes names, not logic.
+SCRIPT_AFTER_READ = {"ecp5": "rename -hide w:*[*]", "ice40": "# (nothing after read)"}
+
+
 def nextpnr_options(spec: BoardSpec, seed: int, extra: str = "") -> str:
     """The nextpnr command line options of a build: the report, the seed, the board's and ``extra``."""
     return " ".join(f"--report nextpnr_report.json --timing-allow-fail --seed {seed} {spec.pnr_opts} {extra}".split())
@@ -239,6 +246,7 @@ def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, s
     nextpnr_opts = nextpnr_options(spec, seed, pnr_extra)
     # verbose: the tools' own progress goes to build.log (and the filtered lines to the console).
     plan = platform.prepare(BoardTop(spec, engine=engine), name="top", synth_opts=spec.synth_opts, verbose=True,
+                            script_after_read=SCRIPT_AFTER_READ[spec.family],
                             script_after_synth="tee -q -o synth_stat.txt stat", nextpnr_opts=nextpnr_opts)
     build_dir.mkdir(parents=True, exist_ok=True)
     plan.extract(build_dir)
