@@ -139,19 +139,16 @@ class Int8Multipliers(wiring.Component):
             pp = Signal(36, name=f"mult_p_{i}")
             m.d.comb += [pa.eq(self.a[i].as_unsigned() << lsb), pb.eq(self.b[i].as_unsigned() << lsb),
                          self.p[i].eq(pp[ECP5_PRODUCT_LSB:ECP5_PRODUCT_LSB + 16])]
-            ports = {}
+            # Only what is used is connected: the shift-cascade inputs SRIA/SRIB are dedicated wires from the
+            # neighbouring block with no route from the fabric (nextpnr fails on a constant tied to them:
+            # "Failed to route arc ... of net $PACKER_GND_NET ... to JSRIB9_MULT18"), and C, CLK1..3, CE1..3,
+            # RST1..3 are unused.
+            ports = {"i_CLK0": ClockSignal("sync"), "i_CE0": Const(1, 1), "i_RST0": Const(0, 1)}
             for k in range(18):
                 ports[f"i_A{k}"] = pa[k]
                 ports[f"i_B{k}"] = pb[k]
-                ports[f"i_C{k}"] = Const(0, 1)
-                ports[f"i_SRIA{k}"] = Const(0, 1)
-                ports[f"i_SRIB{k}"] = Const(0, 1)
             for k in range(36):
                 ports[f"o_P{k}"] = pp[k]
-            for k in range(4):
-                ports[f"i_CLK{k}"] = ClockSignal("sync") if k == 0 else Const(0, 1)
-                ports[f"i_CE{k}"] = Const(1 if k == 0 else 0, 1)
-                ports[f"i_RST{k}"] = Const(0, 1)
             m.submodules[f"mult18_{i}"] = Instance(
                 "MULT18X18D",
                 p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
