@@ -204,14 +204,19 @@ def test_abc_failures_and_options_in_the_report():
     from hw.boards.build import abc_failures, format_report, nextpnr_options
 
     log = ("3.4. Executing ABC pass (technology mapping using ABC).\nABC: + strash\nABC: + &get -n\n"
-           "Extracted 3107 gates and 4410 wires to a netlist network with 402 inputs and 344 outputs.\n")
+           "Extracted 3107 gates and 4410 wires to a netlist network with 402 inputs and 344 outputs.\n"
+           "End of script. Logfile hash: 8336f10a20\n")
     assert abc_failures(log) == []
     bad = log + 'ERROR: ABC: execution of command "abc -s -f /tmp/x/abc.script" failed: return code 134.\n'
     assert abc_failures(bad) == [bad.splitlines()[-1]]
-    # YoWASP's Yosys exits 1 with no message when its ABC traps (seen on the 4 x 32 ECP5 top).
-    silent = "2.46.20.5. Executing ABC9.\nRunning ABC command: \"/yosys-abc\" -s -f <abc-temp-dir>/abc.script 2>&1\n"
-    assert abc_failures(silent, rc=0) == [] and "inside ABC" in abc_failures(silent, rc=1)[0]
-    assert abc_failures(log + "2.47. Executing OPT pass.\n", rc=1) == []
+    # Yosys 0.70 stopping in abc9's reintegration (the 4 x 32 ECP5 top), and a Yosys that just stops in ABC.
+    died = ("2.46.20.5. Executing ABC9.\nRunning ABC command: \"/yosys-abc\" -s -f <abc-temp-dir>/abc.script\n"
+            "2.46.20.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+            "ERROR: Assert `count_id(wire->name) == 0' failed in rtlil.cc:2872.\n")
+    (msg,) = abc_failures(died)
+    assert msg.startswith("Yosys stopped in 2.46.20.7. Executing ABC_OPS_REINTEGRATE") and "count_id" in msg, msg
+    assert "no message" in abc_failures(died.split("2.46.20.7")[0])[0]
+    assert abc_failures("2.47. Executing OPT pass.\nERROR: something else\n") == []
     spec = BOARDS["ecpix5-85f"]
     opts = nextpnr_options(spec, 7, "--placer static")
     assert "--seed 7" in opts and "--placer static" in opts and spec.pnr_opts in opts

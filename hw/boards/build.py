@@ -223,17 +223,20 @@ _ABC_FAILED = re.compile(r"^.*\b(?:ABC|abc9?)\b.*\b(?:failed|[Ee]rror|[Kk]illed|
                          r"exited with|[Ss]egmentation).*$", re.M)
 
 
-def abc_failures(log_text: str, rc: int = 0) -> list[str]:
-    """The lines of a Yosys log that say an ABC step died (empty when none did).
+def abc_failures(yosys_log: str) -> list[str]:
+    """What in Yosys's own log (``top.rpt``, written with ``-l``) says an ABC step died; empty when none did.
 
-    With a failing exit status ``rc``, a log whose last step is an ABC run died there even when it says
-    nothing (YoWASP's Yosys, an ABC that traps, exits 1 without a message): that ABC line is returned.
+    The lines that say an ABC run failed, and, when the log stops without Yosys's ``End of script``
+    line, its last step and error: YoWASP's Yosys writes nothing more to standard output after an ABC
+    run, so a Yosys that dies there (an assertion in abc9's reintegration, a trap in ABC) looks silent
+    in ``build.log``; only this log has the message.
     """
-    found = [ln.strip()[:200] for ln in _ABC_FAILED.findall(log_text)]
-    if rc and not found:
-        steps = re.findall(r"^(?:\d+\.)+ Executing .*$|^Running ABC command: .*$", log_text, re.M)
+    found = [ln.strip()[:200] for ln in _ABC_FAILED.findall(yosys_log)]
+    if yosys_log and "End of script" not in yosys_log:
+        steps = re.findall(r"^(?:\d+\.)+ Executing .*$|^Running ABC command: .*$", yosys_log, re.M)
+        errors = re.findall(r"^ERROR: .*$", yosys_log, re.M)
         if steps and re.search(r"ABC", steps[-1]):
-            found.append(f"Yosys exited {rc} inside ABC without a message (last step: {steps[-1].strip()[:120]})")
+            found.append(f"Yosys stopped in {steps[-1].strip()[:80]}: {errors[-1][:160] if errors else 'no message'}")
     return found
 
 
@@ -390,7 +393,8 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         fits = not re.search(r"(Unable to place|too many|exceeds|No more|not enough|Design uses)", error, re.I)
     else:
         error = None
-    abc = abc_failures(log_text, rc if rc != TIME_LIMIT_RC else 0)
+    rpt = build_dir / "top.rpt"
+    abc = abc_failures(rpt.read_text(errors="replace")) if rpt.exists() else []
     if abc and (error is None or error.startswith("the flow failed")):
         error = f"an ABC step failed (the netlist may lack its mapping): {abc[0]}"
     cfg = spec.engine
