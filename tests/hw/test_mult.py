@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Const, UnusedElaboratable, Module, Signal, signed
+from amaranth.hdl import Const, Module, Signal, UnusedElaboratable, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
