@@ -11,9 +11,11 @@ realigned. One vector in per cycle gives one ``cols``-wide partial-sum vector
 out per cycle, ``latency`` cycles later.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+from .mult import Int8Multipliers
 
 __all__ = ["SystolicArray"]
 
@@ -27,6 +29,10 @@ class SystolicArray(wiring.Component):
         Array geometry (>= 1 each).
     psum_bits : int
         Width of the column partial sums; must hold ``rows`` products of int8 x int8.
+    mult_family : str or None
+        The multipliers' family (:data:`hw.mult.FAMILIES`); ``None``: the platform's
+        (:func:`hw.mult.platform_family`: the DSP blocks on an ECP5 or iCE40 UltraPlus board, ``a * w``
+        elsewhere). Every family has the same latency and the same products.
 
     Ports
     -----
@@ -42,12 +48,13 @@ class SystolicArray(wiring.Component):
         ``sum_r a[r] * w[r][c]`` of the vector presented ``latency`` cycles earlier.
     """
 
-    def __init__(self, *, rows: int, cols: int, psum_bits: int):
+    def __init__(self, *, rows: int, cols: int, psum_bits: int, mult_family: str | None = None):
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         if (1 << (psum_bits - 1)) < rows * (1 << 14):
             raise ValueError(f"psum_bits={psum_bits} cannot hold {rows} int8 products")
         self._rows, self._cols, self._psum_bits = rows, cols, psum_bits
+        self._mult_family = mult_family
         vec = data.ArrayLayout(signed(8), rows)
         super().__init__({
             "a": In(vec),
@@ -70,7 +77,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from a vector on ``a`` to its partial sums on ``psum``."""
-        return self._rows + self._cols + 1
+        return self._rows + self._cols + Int8Multipliers.latency - 1
 
     def elaborate(self, platform):
         m = Module()
@@ -93,6 +100,10 @@ class SystolicArray(wiring.Component):
 
         psum_prev = [None] * C
         for r in range(R):
+            # One multiplier per PE, a row's in one component (on the iCE40 two PEs share a SB_MAC16).
+            # The multiplier's input register is the PE's operand register and its output register the
+            # product register: it samples the operands the PE's a/s registers take, in the same cycle.
+            m.submodules[f"mult_{r}"] = mult = Int8Multipliers(C, family=self._mult_family)
             a_left, s_left = a_in[r], s_in[r]
             for c in range(C):
                 a_reg = Signal(signed(8), name=f"a_{r}_{c}", reset_less=True)
@@ -106,14 +117,10 @@ class SystolicArray(wiring.Component):
                         m.d.sync += w1.eq(self.w_data[r])
                     with m.Else():
                         m.d.sync += w0.eq(self.w_data[r])
-                w = Signal(signed(8), name=f"w_{r}_{c}")
-                m.d.comb += w.eq(w0)
-                with m.If(s_reg):
-                    m.d.comb += w.eq(w1)
-                # The product is registered before the add (a DSP's own output register): the
-                # multiplier and the adder are separate stages, every PE one cycle later.
-                prod = Signal(signed(16), name=f"m_{r}_{c}", reset_less=True)
-                m.d.sync += prod.eq(a_reg * w)
+                # The weight of the vector arriving from the left: its buffer select is s_left, and the
+                # buffer is not loaded while a vector that uses it is inside the array.
+                m.d.comb += [mult.a[c].eq(a_left), mult.b[c].eq(Mux(s_left, w1, w0))]
+                prod = mult.p[c]
                 m.d.sync += p.eq(prod if r == 0 else psum_prev[c] + prod)
                 psum_prev[c] = p
                 a_left, s_left = a_reg, s_reg

@@ -202,3 +202,32 @@ def test_flow_time_limit_stops_a_tool_that_never_ends(tmp_path):
     rc = _run(["sh", "-c", "echo routing; sleep 60"], tmp_path, {"PATH": "/usr/bin:/bin"}, io.StringIO(),
               echo=False, t0=t0, heartbeat=0.1, time_limit=0.5)
     assert rc == TIME_LIMIT_RC and time.monotonic() - t0 < 10
+
+
+def test_abc_failures_and_options_in_the_report():
+    """A dead ABC step is found in a Yosys log (Yosys may go on without it); the report names options and seed."""
+    from hw.boards.build import abc_failures, format_report, nextpnr_options
+
+    log = ("3.4. Executing ABC pass (technology mapping using ABC).\nABC: + strash\nABC: + &get -n\n"
+           "Extracted 3107 gates and 4410 wires to a netlist network with 402 inputs and 344 outputs.\n"
+           "End of script. Logfile hash: 8336f10a20\n")
+    assert abc_failures(log) == []
+    bad = log + 'ERROR: ABC: execution of command "abc -s -f /tmp/x/abc.script" failed: return code 134.\n'
+    assert abc_failures(bad) == [bad.splitlines()[-1]]
+    # Yosys 0.70 stopping in abc9's reintegration (the 4 x 32 ECP5 top), and a Yosys that just stops in ABC.
+    died = ("2.46.20.5. Executing ABC9.\nRunning ABC command: \"/yosys-abc\" -s -f <abc-temp-dir>/abc.script\n"
+            "2.46.20.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+            "ERROR: Assert `count_id(wire->name) == 0' failed in rtlil.cc:2872.\n")
+    (msg,) = abc_failures(died)
+    assert msg.startswith("Yosys stopped in 2.46.20.7. Executing ABC_OPS_REINTEGRATE") and "count_id" in msg, msg
+    assert "no message" in abc_failures(died.split("2.46.20.7")[0])[0]
+    assert abc_failures("2.47. Executing OPT pass.\nERROR: something else\n") == []
+    spec = BOARDS["ecpix5-85f"]
+    opts = nextpnr_options(spec, 7, "--placer static")
+    assert "--seed 7" in opts and "--placer static" in opts and spec.pnr_opts in opts
+    r = {"board": spec.name, "device": spec.device, "family": "ecp5", "engine": {"rows": 4, "cols": 32,
+         "macs_per_cycle": 128}, "memory": {"bytes": 65536, "storage": "bram"}, "link": {"baud": 3e6},
+         "utilization": {}, "fmax": {}, "peak_gops": 1.0, "target_mhz": 105, "seconds": {"total": 600.0},
+         "nextpnr_options": opts, "seed": 7, "error": None, "critical_path": [], "bitstream": None}
+    text = format_report(r)
+    assert "built in 600 s" in text and f"nextpnr {opts} (seed 7)" in text

@@ -55,6 +55,9 @@ class BoardSpec:
         Extra nextpnr options.
     dram_config : str
         With ``storage="sdram"``: the LiteDRAM config in ``hw/boards/dram/`` (:func:`hw.boards.dram.gen.generate`).
+    mult : str or None
+        The array's multipliers (:data:`hw.mult.FAMILIES`); ``None``: the device family's DSP
+        primitive (:func:`hw.mult.platform_family`).
     """
 
     name: str
@@ -72,6 +75,7 @@ class BoardSpec:
     synth_opts: str = ""
     pnr_opts: str = ""
     dram_config: str = ""
+    mult: str | None = None
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
@@ -110,9 +114,12 @@ class BoardSpec:
         return 2 * self.engine.macs_per_cycle * self.clk_hz / 1e9
 
     def make_platform(self):
-        """An instance of the board's amaranth-boards platform."""
+        """An instance of the board's amaranth-boards platform (with ``mult_family`` set when ``mult`` is)."""
         module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+        platform = getattr(importlib.import_module(module), cls)()
+        if self.mult is not None:
+            platform.mult_family = self.mult
+        return platform
 
 
 BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
@@ -141,7 +148,7 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # 16.0 -> 13.5 MB a frame.
         engine=EngineConfig(rows=4, cols=8, ibuf_depth=8192, acc_depth=256, mem_addr_bits=23, pool_max_cb=64),
         mem_words=1 << 23, storage="sdram", dram_config="ulx3s_sdram.yml",
-        clk_hz=45_000_000,
+        clk_hz=45_000_000, mult="generic",  # as the bitstreams of docs/BOARDS.md were built
         pnr_opts="--router router2"),
     BoardSpec(
         name="ecpix5-85f", title="LambdaConcept ECPIX-5 (85F)", platform="amaranth_boards.ecpix5:ECPIX585Platform",
@@ -151,7 +158,7 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
         engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
         mem_words=16384, storage="bram",
-        clk_hz=75_000_000,
+        clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
         pnr_opts="--router router2"),
 )}
 

@@ -37,7 +37,8 @@ from hw.isa import ENGINE_ID, VERSION, Reg
 
 from . import BOARDS, BoardSpec, board
 
-__all__ = ["TOOLS", "ShellEngine", "ToolsMissing", "tool_env", "build_board", "synth_check", "format_report", "main"]
+__all__ = ["TOOLS", "ShellEngine", "ToolsMissing", "tool_env", "build_board", "synth_check", "format_report",
+           "nextpnr_options", "abc_failures", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,14 +206,50 @@ def _synth_summary(family: str, cells: dict[str, int]) -> dict[str, int]:
             "lutram": cells.get("TRELLIS_DPR16X4", 0)}
 
 
-def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, shell: bool = False):
+#: Yosys commands after reading the design. ECP5: Amaranth's alias wires of array views (``psum[0]``,
+#: ``a[1]``: debug names, each a copy of a slice of its signal) are hidden, because with MULT18X18D
+#: instances among them Yosys 0.70's abc9 reintegration stops on an assertion (``count_id(wire->name) ==
+#: 0``; tests/hw/test_mult.py::test_ecp5_primitive_synthesizes). Hiding changes names, not logic.
+SCRIPT_AFTER_READ = {"ecp5": "rename -hide w:*[*]", "ice40": "# (nothing after read)"}
+
+
+def nextpnr_options(spec: BoardSpec, seed: int, extra: str = "") -> str:
+    """The nextpnr command line options of a build: the report, the seed, the board's and ``extra``."""
+    return " ".join(f"--report nextpnr_report.json --timing-allow-fail --seed {seed} {spec.pnr_opts} {extra}".split())
+
+
+#: Lines of a Yosys log that say an ABC run failed: Yosys may go on without its result.
+_ABC_FAILED = re.compile(r"^.*\b(?:ABC|abc9?)\b.*\b(?:failed|[Ee]rror|[Kk]illed|signal \d+|return code [1-9]\d*|"
+                         r"exited with|[Ss]egmentation).*$", re.M)
+
+
+def abc_failures(yosys_log: str) -> list[str]:
+    """What in Yosys's own log (``top.rpt``, written with ``-l``) says an ABC step died; empty when none did.
+
+    The lines that say an ABC run failed, and, when the log stops without Yosys's ``End of script``
+    line, its last step and error: YoWASP's Yosys writes nothing more to standard output after an ABC
+    run, so a Yosys that dies there (an assertion in abc9's reintegration, a trap in ABC) looks silent
+    in ``build.log``; only this log has the message.
+    """
+    found = [ln.strip()[:200] for ln in _ABC_FAILED.findall(yosys_log)]
+    if yosys_log and "End of script" not in yosys_log:
+        steps = re.findall(r"^(?:\d+\.)+ Executing .*$|^Running ABC command: .*$", yosys_log, re.M)
+        errors = re.findall(r"^ERROR: .*$", yosys_log, re.M)
+        if steps and re.search(r"ABC", steps[-1]):
+            found.append(f"Yosys stopped in {steps[-1].strip()[:80]}: {errors[-1][:160] if errors else 'no message'}")
+    return found
+
+
+def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, shell: bool = False,
+             pnr_extra: str = ""):
     from .top import BoardTop
 
     engine = ShellEngine(spec.engine) if shell else None
     platform = spec.make_platform()
-    nextpnr_opts = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} {spec.pnr_opts}".rstrip()
+    nextpnr_opts = nextpnr_options(spec, seed, pnr_extra)
     # verbose: the tools' own progress goes to build.log (and the filtered lines to the console).
     plan = platform.prepare(BoardTop(spec, engine=engine), name="top", synth_opts=spec.synth_opts, verbose=True,
+                            script_after_read=SCRIPT_AFTER_READ[spec.family],
                             script_after_synth="tee -q -o synth_stat.txt stat", nextpnr_opts=nextpnr_opts)
     build_dir.mkdir(parents=True, exist_ok=True)
     plan.extract(build_dir)
@@ -290,11 +327,14 @@ def _critical_path(report: dict, log_text: str) -> list[str]:
 
 
 def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: int = 1,
-                echo: bool = True, shell: bool = False, time_limit: float | None = 3600.0) -> dict:
+                echo: bool = True, shell: bool = False, time_limit: float | None = 3600.0,
+                pnr_extra: str = "") -> dict:
     """Build the bitstream of board ``name`` and return (and write) its report.
 
     ``time_limit`` (seconds, None for none) stops a flow that runs longer:
     the report then says so, with the router's last line.
+
+    ``pnr_extra`` adds nextpnr options to the board's (``--placer static``, ...).
 
     ``shell`` builds the top with :class:`ShellEngine` in place of the
     engine: what the link, the memory, the arbiter and the PLL cost alone.
@@ -313,7 +353,7 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
     if echo:
         print(f"{spec.name}: {spec.title}, {spec.device}; engine {spec.engine.rows}x{spec.engine.cols} "
               f"({spec.engine.macs_per_cycle} MACs/cycle) at {spec.clk_hz / 1e6:g} MHz -> {build_dir}", flush=True)
-    script = _prepare(spec, build_dir, seed=seed, synth_only=False, shell=shell)
+    script = _prepare(spec, build_dir, seed=seed, synth_only=False, shell=shell, pnr_extra=pnr_extra)
     t_elab = time.monotonic() - t0
     log_path = build_dir / "build.log"
     with open(log_path, "w") as log:
@@ -353,6 +393,10 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         fits = not re.search(r"(Unable to place|too many|exceeds|No more|not enough|Design uses)", error, re.I)
     else:
         error = None
+    rpt = build_dir / "top.rpt"
+    abc = abc_failures(rpt.read_text(errors="replace")) if rpt.exists() else []
+    if abc and (error is None or error.startswith("the flow failed")):
+        error = f"an ABC step failed (the netlist may lack its mapping): {abc[0]}"
     cfg = spec.engine
     report = {
         "board": spec.name, "title": spec.title, "device": spec.device, "family": spec.family,
@@ -370,7 +414,8 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         "fits": fits, "error": error,
         "critical_path": [] if met else _critical_path(pnr, log_text),
         "seconds": {"elaborate": round(t_elab, 1), "total": round(total, 1)},
-        "seed": seed, "tools": _versions(env), "shell": shell,
+        "seed": seed, "nextpnr_options": nextpnr_options(spec, seed, pnr_extra), "abc_failures": abc,
+        "tools": _versions(env), "shell": shell,
         "command": f"make bitstream BOARD={spec.name}",
     }
     if spec.storage == "sdram":   # the LiteDRAM controller's share, synthesised alone
@@ -402,6 +447,7 @@ def format_report(r: dict) -> str:
                      + ", ".join(f"{k} {v}" for k, v in r["dram_controller"].items() if v))
     lines.append(f"  peak {r['peak_gops']:.2f} GOPS (2 x {r['engine']['macs_per_cycle']} MACs x "
                  f"{r['target_mhz']:g} MHz); built in {r['seconds']['total']:.0f} s")
+    lines.append(f"  nextpnr {r.get('nextpnr_options', '?')} (seed {r.get('seed', '?')})")
     if r["error"]:
         lines.append(f"  ERROR: {r['error']}")
     if r["critical_path"]:
@@ -417,6 +463,7 @@ def main(argv=None) -> int:
     ap.add_argument("board", choices=list(BOARDS), help="board to build")
     ap.add_argument("--build-dir", help="default: build/<board>")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default %(default)s)")
+    ap.add_argument("--pnr-opts", default="", help="more nextpnr options, e.g. '--placer static'")
     ap.add_argument("--synth-only", action="store_true", help="Yosys only: cell counts against the device")
     ap.add_argument("--time-limit", type=float, default=60.0,
                     help="minutes before a flow is stopped (the router may not converge; default %(default)g)")
@@ -430,6 +477,7 @@ def main(argv=None) -> int:
             return 2 if r["over"] else 0
         r = build_board(args.board, args.build_dir or (str(REPO_ROOT / "build" / f"{args.board}-shell")
                                                        if args.shell else None), seed=args.seed, shell=args.shell,
+                        pnr_extra=args.pnr_opts,
                         time_limit=args.time_limit * 60 if args.time_limit > 0 else None)
     except ToolsMissing as e:
         print(f"error: {e}", file=sys.stderr)
