@@ -12,7 +12,19 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .conv import ConvOp
-from .isa import CB_BITS, CMD_BITS, DIM_BITS, MAX_STRIDE, ConvCmd, EngineConfig, ErrorCode, FireCmd, GapCmd, Opcode, PoolCmd
+from .isa import (
+    CB_BITS,
+    CMD_BITS,
+    DIM_BITS,
+    MAX_STRIDE,
+    ConvCmd,
+    EngineConfig,
+    ErrorCode,
+    FireCmd,
+    GapCmd,
+    Opcode,
+    PoolCmd,
+)
 from .load import LoadOp
 from .readout import GapOp, StoreOp
 from .util import SerialMultiplier

@@ -182,8 +182,8 @@ def run_point(point: Point, clocks: dict[str, float], *, build_root=None, yosys:
         from hw.engine import Engine
         from sw.backends import open_backend
 
-        backend = open_backend("verilator", top_factory=Engine, config=cfg, mem_words=max(1 << 20, 1 << (program.mem_words - 1).bit_length()),
-                                   build_dir=build_root)
+        mem_words = max(1 << 20, 1 << (program.mem_words - 1).bit_length())
+        backend = open_backend("verilator", top_factory=Engine, config=cfg, mem_words=mem_words, build_dir=build_root)
         try:
             row["build_s"] = round(backend.build.seconds, 1)
             row["build_cached"] = int(backend.build.cached)

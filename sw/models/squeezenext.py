@@ -67,7 +67,7 @@ class SqueezeNext(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, ch(64), 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(ch(64)),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True))
         layers, cin = [], ch(64)
-        for n, (count, cout, stride) in enumerate(zip(blocks, (32, 64, 128, 256), (1, 2, 2, 2), strict=True)):
+        for count, cout, stride in zip(blocks, (32, 64, 128, 256), (1, 2, 2, 2), strict=True):
             for i in range(count):
                 layers.append(SqueezeNextBlock(cin, ch(cout), stride if i == 0 else 1))
                 cin = ch(cout)
