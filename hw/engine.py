@@ -1,7 +1,7 @@
 """The engine: registers, command fetch and validation, micro-operation sequencing, buffers and units.
 
 The host writes a command list to memory and starts it through the registers
-(:class:`hw.isa.Reg`). For each command the sequencer fetches its 64 bytes,
+(:class:`hw.isa.Reg`). For each command the sequencer (:class:`hw.sequencer.Sequencer`) fetches its 64 bytes,
 checks it (a bad command stops the list with an error code and the engine
 returns to idle, ready for the next start), then runs its micro-operations one
 after the other, each on its unit:
