@@ -1,7 +1,7 @@
 """The engine: registers, command fetch and validation, micro-operation sequencing, buffers and units.
 
 The host writes a command list to memory and starts it through the registers
-(:class:`hw.isa.Reg`). For each command the sequencer fetches its 64 bytes,
+(:class:`hw.isa.Reg`). For each command the sequencer (:class:`hw.sequencer.Sequencer`) fetches its 64 bytes,
 checks it (a bad command stops the list with an error code and the engine
 returns to idle, ready for the next start), then runs its micro-operations one
 after the other, each on its unit:
@@ -18,7 +18,7 @@ A micro-operation starts when the previous one has finished completely
 (including its last memory write), so every buffer dependency is honoured.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -27,11 +27,12 @@ from .arbiter import MemArbiter
 from .bus import CsrSignature, MemPortSignature
 from .command import CommandChecker, CommandProducts, MicroOpDecoder
 from .conv import ConvUnit
-from .isa import CMD_BITS, PROFILE_FIELDS, EngineConfig, ErrorCode, Opcode, ProfileRecord, StatusLayout
+from .isa import EngineConfig
 from .load import LoadUnit
 from .output import OutputPath
 from .readout import GapUnit, StoreUnit
 from .registers import RegisterFile
+from .sequencer import Sequencer
 
 __all__ = ["Engine"]
 
@@ -105,184 +106,34 @@ class Engine(wiring.Component):
         m.d.comb += [conv.rq.ready.eq(outp.rq.ready), gap.rq.ready.eq(outp.rq.ready)]
         wiring.connect(m, store.raw, outp.raw)
 
-        # ---- registers and run state ------------------------------------------------------------
+        # ---- registers, the sequencer and the fetched command worked out ---------------------------
         m.submodules.registers = regs = RegisterFile(cfg)
         wiring.connect(m, wiring.flipped(self.csr), regs.csr)
-        status = Signal(StatusLayout)
-        cmd_index, cycles, active = Signal(32), Signal(32), Signal(32)
-        m.d.comb += [regs.status.eq(status), regs.cmd_index.eq(cmd_index), regs.cycles.eq(cycles),
-                     regs.active.eq(active)]
-        with m.If(regs.clear):
-            m.d.sync += [status.done.eq(0), status.error.eq(0), status.error_code.eq(ErrorCode.NONE)]
-        m.d.comb += self.irq.eq(status.done | status.error)
-        with m.If(status.busy):
-            m.d.sync += cycles.eq(cycles + 1)
-            with m.If(conv.active):
-                m.d.sync += active.eq(active + 1)
+        m.submodules.seq = seq = Sequencer(cfg)
+        wiring.connect(m, seq.mem, arb.i0)
+        m.d.comb += [seq.start.eq(regs.start), seq.clear.eq(regs.clear), seq.profile.eq(regs.profile),
+                     seq.cmd_addr.eq(regs.cmd_addr), seq.cmd_count.eq(regs.cmd_count),
+                     seq.prof_addr.eq(regs.prof_addr),
+                     regs.status.eq(seq.status), regs.cmd_index.eq(seq.cmd_index), regs.cycles.eq(seq.cycles),
+                     regs.active.eq(seq.active), self.irq.eq(seq.status.done | seq.status.error)]
 
-        # ---- the fetched command, worked out --------------------------------------------------------
-        cmd = Signal(CMD_BITS)
         m.submodules.products = products = CommandProducts(cfg)
         m.submodules.checker = checker = CommandChecker(cfg)
         m.submodules.decoder = decoder = MicroOpDecoder(cfg)
-        m.d.comb += [products.cmd.eq(cmd), checker.cmd.eq(cmd), checker.products.eq(products.products),
-                     decoder.cmd.eq(cmd), decoder.products.eq(products.products),
+        m.d.comb += [products.cmd.eq(seq.cmd), products.run.eq(seq.products_run),
+                     seq.products_done.eq(products.done),
+                     checker.cmd.eq(seq.cmd), checker.products.eq(products.products),
+                     checker.sample.eq(seq.check_sample), checker.encode.eq(seq.check_encode),
+                     seq.check_error.eq(checker.error),
+                     decoder.cmd.eq(seq.cmd), decoder.products.eq(products.products),
+                     decoder.conv_stage.eq(seq.conv_stage),
                      load.op.eq(decoder.load), conv.op.eq(decoder.conv), store.op.eq(decoder.store),
                      gap.op.eq(decoder.gap)]
 
-        units = _Units(load=load, conv=conv, store=store, gap=gap,
-                       idle=~load.busy & ~conv.busy & ~store.busy & ~gap.busy & outp.idle)
-        run = _RunState(status=status, cmd_index=cmd_index, cycles=cycles, active=active, cmd=cmd)
-        self._sequence(m, arb.i0, regs, products, checker, decoder, units, run)
+        # The units' handshakes (the units' start and busy are their own ports, not an interface).
+        for name, unit in (("load", load), ("conv", conv), ("store", store), ("gap", gap)):
+            port = getattr(seq, name)
+            m.d.comb += [unit.start.eq(port.start), port.busy.eq(unit.busy)]
+        m.d.comb += [seq.out_idle.eq(outp.idle), seq.conv_active.eq(conv.active),
+                     seq.wait_weights.eq(conv.wait_weights), seq.wait_bank.eq(conv.wait_bank)]
         return m
-
-    def _sequence(self, m, seq_mem, regs, products, checker, decoder, units, run):
-        """The sequencer: fetch each command, work it out, run its micro-operations, write its profile."""
-        cfg = self._cfg
-        W, cmd_words, pwords = 8 * cfg.rows, cfg.cmd_words, cfg.profile_words
-        status, cmd_index, cmd = run.status, run.cmd_index, run.cmd
-        opcode = cmd[:4]
-        conv, conv_stage = units.conv, decoder.conv_stage
-        fetch_issued = Signal(range(cmd_words + 1))
-        fetch_got = Signal(range(cmd_words + 1))
-        cmd_base = Signal(32)
-        profile = Signal()
-
-        # Profile record of the command: one u32 counter per PROFILE_FIELDS entry, as words.
-        record = Signal(ProfileRecord)
-        counters = {f: record[f] for f in PROFILE_FIELDS}
-        prof_i = Signal(range(pwords + 1))
-        phase = {f: Signal(name=f"in_{f}") for f in ("load", "op0", "op1", "op2")}
-        counting = {"cycles": Const(1), "active": conv.active, "wait_weights": conv.wait_weights,
-                    "wait_bank": conv.wait_bank, **phase}
-        for f, sig in counters.items():
-            with m.If(counting[f]):
-                m.d.sync += sig.eq(sig + 1)
-
-        with m.FSM(name="seq"):
-            with m.State("IDLE"), m.If(regs.start):
-                m.d.sync += [status.busy.eq(1), status.done.eq(0), status.error.eq(0),
-                             status.error_code.eq(ErrorCode.NONE), cmd_index.eq(0), cmd_base.eq(regs.cmd_addr),
-                             run.cycles.eq(0), run.active.eq(0), profile.eq(regs.profile)]
-                m.next = "NEXT"
-
-            with m.State("NEXT"):
-                with m.If(cmd_index == regs.cmd_count):
-                    m.d.sync += [status.busy.eq(0), status.done.eq(1)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [fetch_issued.eq(0), fetch_got.eq(0), *(c.eq(0) for c in counters.values())]
-                    m.next = "FETCH"
-
-            with m.State("FETCH"):
-                m.d.comb += [seq_mem.req.valid.eq(fetch_issued != cmd_words),
-                             seq_mem.req.payload.addr.eq(cmd_base + fetch_issued),
-                             seq_mem.req.payload.write.eq(0), seq_mem.rsp.ready.eq(1)]
-                with m.If(seq_mem.req.valid & seq_mem.req.ready):
-                    m.d.sync += fetch_issued.eq(fetch_issued + 1)
-                with m.If(seq_mem.rsp.valid):
-                    m.d.sync += [cmd.word_select(fetch_got, W).eq(seq_mem.rsp.payload),
-                                 fetch_got.eq(fetch_got + 1)]
-                    with m.If(fetch_got == cmd_words - 1):
-                        m.next = "PRODUCTS"
-
-            with m.State("PRODUCTS"):
-                m.d.comb += products.run.eq(1)
-                with m.If(products.done):
-                    m.next = "CHECK"
-            # The rules' conditions are registered, then priority-encoded in the next cycle.
-            with m.State("CHECK"):
-                m.d.comb += checker.sample.eq(1)
-                m.next = "CHECK_ENCODE"
-            with m.State("CHECK_ENCODE"):
-                m.d.comb += checker.encode.eq(1)
-                m.next = "CHECK_RESULT"
-            with m.State("CHECK_RESULT"):
-                with m.If(checker.error != ErrorCode.NONE):
-                    m.d.sync += [status.busy.eq(0), status.error.eq(1), status.error_code.eq(checker.error)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += units.load.start.eq(1)
-                    m.next = "LOAD"
-            self._micro_ops(m, opcode, units, conv_stage, phase)
-
-            with m.State("PROFILE"):
-                with m.If(~profile):
-                    m.next = "ADVANCE"
-                with m.Else():
-                    m.d.sync += prof_i.eq(0)
-                    m.next = "PROFILE_WRITE"
-            with m.State("PROFILE_WRITE"):
-                prof_addr = regs.prof_addr
-                m.d.comb += [seq_mem.req.valid.eq(1), seq_mem.req.payload.write.eq(1),
-                             seq_mem.req.payload.addr.eq(prof_addr + cmd_index * pwords if pwords == 1
-                                                         else prof_addr + (cmd_index << (pwords.bit_length() - 1))
-                                                         + prof_i),
-                             seq_mem.req.payload.data.eq(record.as_value().word_select(prof_i, W)
-                                                         if ProfileRecord.size > W else record)]
-                with m.If(seq_mem.req.ready):
-                    m.d.sync += prof_i.eq(prof_i + 1)
-                    with m.If(prof_i == pwords - 1):
-                        m.next = "ADVANCE"
-            with m.State("ADVANCE"):
-                m.d.sync += [cmd_index.eq(cmd_index + 1), cmd_base.eq(cmd_base + cmd_words)]
-                m.next = "NEXT"
-
-    @staticmethod
-    def _micro_ops(m, opcode, units, conv_stage, phase):
-        """The states that run a command's micro-operations, one unit after the other (inside the FSM)."""
-        with m.State("LOAD"):
-            m.d.comb += phase["load"].eq(1)
-            with m.If(units.idle & ~units.load.start), m.Switch(opcode):
-                with m.Case(Opcode.CONV):
-                    m.d.sync += conv_stage.eq(0)
-                    m.next = "CONV"
-                with m.Case(Opcode.FIRE):
-                    m.d.sync += conv_stage.eq(1)
-                    m.next = "CONV"
-                with m.Case(Opcode.POOL):
-                    m.next = "STORE"
-                with m.Case(Opcode.GAP):
-                    m.next = "GAP"
-        with m.State("CONV"):
-            m.d.comb += units.conv.start.eq(1)
-            m.next = "CONV_WAIT"
-        with m.State("CONV_WAIT"):
-            # FIRE's stages 1, 2, 3 are op0, op1, op2; CONV's stage 0 is op0.
-            with m.Switch(conv_stage):
-                with m.Case(0, 1):
-                    m.d.comb += phase["op0"].eq(1)
-                with m.Case(2):
-                    m.d.comb += phase["op1"].eq(1)
-                with m.Case(3):
-                    m.d.comb += phase["op2"].eq(1)
-            with m.If(units.idle):
-                with m.If((opcode == Opcode.FIRE) & (conv_stage != 3)):
-                    m.d.sync += conv_stage.eq(conv_stage + 1)
-                    m.next = "CONV"
-                with m.Else():
-                    m.next = "PROFILE"
-        with m.State("STORE"):
-            m.d.comb += units.store.start.eq(1)
-            m.next = "WAIT"
-        with m.State("GAP"):
-            m.d.comb += units.gap.start.eq(1)
-            m.next = "WAIT"
-        with m.State("WAIT"):
-            m.d.comb += phase["op0"].eq(1)
-            with m.If(units.idle):
-                m.next = "PROFILE"
-
-
-class _Units:
-    """The units the sequencer starts, and whether all of them (and the output path) are idle."""
-
-    def __init__(self, **units):
-        self.__dict__.update(units)
-
-
-class _RunState:
-    """What the sequencer keeps about the run: STATUS, the command index, the counters, the command."""
-
-    def __init__(self, **state):
-        self.__dict__.update(state)
