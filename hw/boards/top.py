@@ -95,15 +95,20 @@ class BoardCore(wiring.Component):
         wiring.connect(m, link.mem, arb.i1)
         wiring.connect(m, arb.o, memory.bus)
         wiring.connect(m, link.csr, engine.csr)
-        # A run in progress, for an LED: from the START the link wrote to the end the engine signals.
-        busy = Signal()
-        with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
-            m.d.sync += busy.eq(1)
-        with m.If(engine.irq):
-            m.d.sync += busy.eq(0)
-        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), self.irq.eq(engine.irq), self.busy.eq(busy),
-                     self.link_active.eq(link.active)]
+        drive_board_pins(m, self, link, engine)
         return m
+
+
+def drive_board_pins(m: Module, core, link, engine) -> None:
+    """The UART, ``irq``, ``link_active`` and ``busy`` ports of a board core (``busy``, for an LED: a run in
+    progress, from the START the link wrote to the end the engine signals)."""
+    busy = Signal()
+    with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
+        m.d.sync += busy.eq(1)
+    with m.If(engine.irq):
+        m.d.sync += busy.eq(0)
+    m.d.comb += [link.rx.eq(core.rx), core.tx.eq(link.tx), core.irq.eq(engine.irq), core.busy.eq(busy),
+                 core.link_active.eq(link.active)]
 
 
 class BoardTop(Elaboratable):

@@ -41,10 +41,10 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.arbiter import MemArbiter
+from hw.boards.top import drive_board_pins
 from hw.bus import CsrSignature
 from hw.dram_port import DramPort
 from hw.engine import Engine
-from hw.isa import Ctrl, Reg
 from hw.link import UARTLink
 
 __all__ = ["DramReg", "InitBits", "INIT_MAGIC", "WishboneSignature", "DramInitSequencer", "DramRegisters",
@@ -328,12 +328,7 @@ class DramBoardCore(wiring.Component):
         wiring.connect(m, regs.engine, engine.csr)
         m.d.comb += regs.init_status.eq(init.status)
         self._core(m, platform, port.native, init)
-        busy = Signal()
-        with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
-            m.d.sync += busy.eq(1)
-        with m.If(engine.irq):
-            m.d.sync += busy.eq(0)
-        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), self.irq.eq(engine.irq), self.busy.eq(busy),
-                     self.link_active.eq(link.active), self.dram_ready.eq(init.init_done)]
+        drive_board_pins(m, self, link, engine)
+        m.d.comb += self.dram_ready.eq(init.init_done)
         return m
 
