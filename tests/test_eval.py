@@ -113,3 +113,17 @@ def test_eval_on_verilator_equals_the_golden_backend(shared, tmp_path):
         rows[backend] = row
     assert rows["verilator"].pop("bit_exact") == "1" and rows["golden"].pop("bit_exact") == ""
     assert rows["verilator"] == rows["golden"]
+
+
+def test_float_batch_gives_the_rows_of_single_inputs(shared):
+    """The float model on a batch (FLOAT_BATCH) answers as it does one input at a time: same classes, and
+    logits equal up to float rounding (so the agreement figures cannot depend on how inputs were grouped)."""
+    evaluator = ev.Evaluator("squeezenet")
+    specs = ev.augment_inputs(ev.collect_inputs([shared / "images"]), 3, seed=5)
+    batch = evaluator.evaluate_batch(specs)
+    assert len(batch) == len(specs)
+    for spec, row in zip(specs, batch, strict=True):
+        one = evaluator.evaluate(spec)
+        for key in ("input", "crop", "flip", "float_top1", "int8_top1", "top1_agree", "top5_agree", "top5_overlap"):
+            assert row[key] == one[key], (spec, key, row[key], one[key])
+        assert row["mean_abs_dlogit"] == pytest.approx(one["mean_abs_dlogit"], abs=1e-4), spec
