@@ -161,8 +161,8 @@ def test_pytorch_factory_outputs_equal_the_golden_model(tmp_path):
 
 
 @pytest.mark.parametrize("factory,message", [
-    ("tests.factories:with_sigmoid", "kindling: error: 1: module Sigmoid is not supported"),
-    ("tests.factories:with_grouped_conv", "kindling: error: 2: grouped convolution (groups=2) is not supported "
+    ("tests.factories:with_sigmoid", "kindling: error: layer 1: module Sigmoid is not supported"),
+    ("tests.factories:with_grouped_conv", "kindling: error: layer 2: grouped convolution (groups=2) is not supported "
                                           "(only depthwise: groups = input channels = output channels)"),
     ("tests.factories:nosuch", "kindling: error: tests.factories:nosuch: tests.factories has no function 'nosuch'"),
 ])

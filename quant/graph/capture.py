@@ -275,7 +275,9 @@ class _Capture:
                          args=sub(n.args), kwargs=sub(n.kwargs)), n)
 
     def _unsupported(self, n: fx.Node, what: str) -> UnsupportedModelError:
-        return UnsupportedModelError(f"{self._path(n)}: {what}")
+        path = self._path(n)
+        # A child of a top-level nn.Sequential is named by its index alone: say that it is a layer.
+        return UnsupportedModelError(f"{'layer ' if path.isdigit() else ''}{path}: {what}")
 
     # call_module
     def _module(self, n: fx.Node) -> None:
