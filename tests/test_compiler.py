@@ -142,13 +142,13 @@ def test_unsupported_layers_are_refused_by_name(model, layer, reason):
 
 def test_grouped_conv_is_refused():
     """Refused when the graph is captured, before quantization: the message names the module."""
-    with pytest.raises(UnsupportedModelError, match=r"^0: grouped convolution \(groups=2\)"):
+    with pytest.raises(UnsupportedModelError, match=r"^layer 0: grouped convolution \(groups=2\)"):
         _compile(nn.Sequential(nn.Conv2d(4, 8, 3, groups=2)), shape=(4, 8, 8))
 
 
 def test_sigmoid_in_the_middle_is_refused():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sigmoid(), nn.Conv2d(8, 8, 3))
-    with pytest.raises(UnsupportedModelError, match=r"^1: module Sigmoid is not supported"):
+    with pytest.raises(UnsupportedModelError, match=r"^layer 1: module Sigmoid is not supported"):
         _compile(model)
 
 

@@ -98,10 +98,10 @@ def test_squeezenet10_stem_packed_and_banded():
 
 
 @pytest.mark.parametrize("model,match", [
-    (nn.Sequential(nn.ConstantPad2d(1, 0.5), nn.Conv2d(3, 8, 3)), r"^0: pad mode 'constant' value 0.5"),
-    (nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(2)), r"^0: a zero pad is supported only as the input of a "
-                                                       r"convolution .* read by 1"),
-    (nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 8, 3)), r"^0: module ReflectionPad2d is not supported"),
+    (nn.Sequential(nn.ConstantPad2d(1, 0.5), nn.Conv2d(3, 8, 3)), r"^layer 0: pad mode 'constant' value 0.5"),
+    (nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(2)), r"^layer 0: a zero pad is supported only as the input "
+                                                       r"of a convolution .* read by layer 1"),
+    (nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 8, 3)), r"^layer 0: module ReflectionPad2d is not supported"),
 ], ids=["nonzero-value", "pad-before-pool", "reflection"])
 def test_pads_that_cannot_fold_are_refused_by_name(model, match):
     with pytest.raises(UnsupportedModelError, match=match):

@@ -42,6 +42,12 @@ _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
 _MEAN_PARAMS = (["input", "dim", "keepdim"], {"dim": None, "keepdim": False})
 
 
+def _where(path: str) -> str:
+    """A module path as a refusal names it: a child of a top-level nn.Sequential, named by its index alone,
+    is 'layer N'."""
+    return f"layer {path}" if path.isdigit() else path
+
+
 def _pair(v, what: str) -> tuple[int, int]:
     if isinstance(v, int):
         return v, v
@@ -134,11 +140,11 @@ class _Capture:
         if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Refused):
             raise _SkipNode
         if isinstance(a, fx.Node) and isinstance(self.value.get(a), _Pad):
-            raise UnsupportedModelError(f"{self.value[a].path}: a zero pad is supported only as the input of a "
-                                        f"convolution (it folds into its padding), here it is read by "
-                                        f"{self._path(n)}")
+            raise UnsupportedModelError(f"{_where(self.value[a].path)}: a zero pad is supported only as the input "
+                                        f"of a convolution (it folds into its padding), here it is read by "
+                                        f"{_where(self._path(n))}")
         if not isinstance(a, fx.Node) or a not in self.value or not isinstance(self.value[a], str):
-            raise UnsupportedModelError(f"{self._path(n)}: argument {a!r} is not a tensor computed by the "
+            raise UnsupportedModelError(f"{_where(self._path(n))}: argument {a!r} is not a tensor computed by the "
                                         f"graph")
         return self.value[a]
 
@@ -275,9 +281,7 @@ class _Capture:
                          args=sub(n.args), kwargs=sub(n.kwargs)), n)
 
     def _unsupported(self, n: fx.Node, what: str) -> UnsupportedModelError:
-        path = self._path(n)
-        # A child of a top-level nn.Sequential is named by its index alone: say that it is a layer.
-        return UnsupportedModelError(f"{'layer ' if path.isdigit() else ''}{path}: {what}")
+        return UnsupportedModelError(f"{_where(self._path(n))}: {what}")
 
     # call_module
     def _module(self, n: fx.Node) -> None:
