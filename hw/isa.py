@@ -35,7 +35,7 @@ __all__ = [
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
     "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
-    "MAX_KERNEL", "MAX_STRIDE", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS",
+    "MAX_KERNEL", "MAX_STRIDE", "MAX_DILATION", "MAX_PAD", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS",
     "SHIFT_BITS", "MAX_SHIFT",
     "ChannelParams", "param_tile_layout", "StatusLayout", "ProfileRecord", "RegisterSpec", "REGISTERS",
 ]
@@ -69,9 +69,12 @@ DIM_BITS = 12     # heights, widths, channel counts: up to 4095
 CB_BITS = 12      # channel blocks of `rows` channels: up to 4095
 ADDR_BITS = 32    # external word addresses in commands (the engine checks them against mem_addr_bits)
 IBUF_ADDR_BITS = 16
-#: Largest kernel side and stride a CONV command takes (the kernel fields are 3 bits wide).
+#: Largest kernel side, stride, dilation and padding (a side) a CONV command takes: the kernel,
+#: dilation and left-padding fields are 3 bits wide, the top padding a signed 4-bit field (band-local).
 MAX_KERNEL = 7
 MAX_STRIDE = 4
+MAX_DILATION = 7
+MAX_PAD = 7
 
 #: The fields of the per-command profiling record, each a little-endian u32, in order:
 #: where a command's cycles went (the layout is :data:`ProfileRecord`).

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from hw.isa import MAX_KERNEL, MAX_STRIDE, EngineConfig
+from hw.isa import MAX_DILATION, MAX_KERNEL, MAX_PAD, MAX_STRIDE, EngineConfig
 from hw.layout import cdiv
 from quant.graph import HostOp
 from quant.quantize import QConcat, QConv, QDualConv, QFlatten, QGlobalAvgPool, QInput, QMaxPool
@@ -64,11 +64,10 @@ def _check_conv(node, cfg: EngineConfig):
         raise CompileError(name, f"{kh}x{kw} kernel: the engine runs kernels up to {MAX_KERNEL}x{MAX_KERNEL}")
     if not (1 <= node.stride[0] <= MAX_STRIDE and 1 <= node.stride[1] <= MAX_STRIDE):
         raise CompileError(name, f"stride {node.stride}: the engine runs strides 1 to {MAX_STRIDE}")
-    if node.dilation[0] != node.dilation[1] or not 1 <= node.dilation[0] <= 7:
-        raise CompileError(name, f"dilation {node.dilation}: the engine runs equal dilations 1..7")
-    t, l, b, r = node.padding
-    if t > 7 or l > 7 or b > 7 or r > 7:
-        raise CompileError(name, f"padding {node.padding}: at most 7 on a side")
+    if node.dilation[0] != node.dilation[1] or not 1 <= node.dilation[0] <= MAX_DILATION:
+        raise CompileError(name, f"dilation {node.dilation}: the engine runs equal dilations 1..{MAX_DILATION}")
+    if max(node.padding) > MAX_PAD:
+        raise CompileError(name, f"padding {node.padding}: at most {MAX_PAD} on a side")
     if node.out_channels > MAX_DIM:
         raise CompileError(name, f"{node.out_channels} output channels: at most {MAX_DIM}")
     c, h, w = node.shape

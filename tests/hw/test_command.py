@@ -157,3 +157,14 @@ def test_decoder_fire_stages():
     sim.add_testbench(bench)
     sim.run()
     assert not mismatches, f"(stage, field, got, expected): {mismatches}"
+
+
+def test_conv_limits_are_what_the_fields_hold():
+    """The compiler's limits (hw.isa.MAX_*) and the ConvCmd fields agree: the largest value packs and reads back."""
+    from hw.isa import MAX_DILATION, MAX_KERNEL, MAX_PAD, ConvCmd
+
+    for field, limit in (("kh", MAX_KERNEL), ("kw", MAX_KERNEL), ("dil", MAX_DILATION), ("pad_l", MAX_PAD),
+                         ("pad_t", MAX_PAD)):
+        shape = Shape.cast(ConvCmd.members[field])
+        largest = (1 << (shape.width - shape.signed)) - 1
+        assert largest == limit, f"ConvCmd.{field} holds up to {largest}, hw.isa says {limit}"
