@@ -35,7 +35,8 @@ __all__ = [
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
     "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
-    "MAX_KERNEL", "MAX_STRIDE", "MAX_DILATION", "MAX_PAD", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX", "MULT_BITS", "M0_BITS",
+    "MAX_KERNEL", "MAX_STRIDE", "MAX_DILATION", "MAX_PAD", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX",
+    "MULT_BITS", "M0_BITS",
     "SHIFT_BITS", "MAX_SHIFT",
     "ChannelParams", "param_tile_layout", "StatusLayout", "ProfileRecord", "RegisterSpec", "REGISTERS",
 ]
