@@ -299,9 +299,11 @@ def test_runner_on_the_dram_board_prints_fps(sim, block):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_imagenet):
+    """SqueezeNet 1.1, double-buffered: the dog's picture crosses the link (WRITE_PIX) while the cat's run goes on,
+    all of it (RUN_LINK_WORDS), both frames bit-exact; the board's fps from the measured cycles and bytes."""
     import torch
 
-    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes
+    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes, picture_requests, picture_wire_bytes
     from sw.shared import imagenet_preprocess, shared_dir
 
     qg = q_squeezenet_imagenet
@@ -311,26 +313,46 @@ def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_image
     be.write_reg(DramReg.PROG_HASH_LO, 0)
     t0, c0 = time.monotonic(), sim.cycles()
     session = ResidentSession(program, Driver(be, be.config))
-    print(f"\nSqueezeNet 1.1 upload: {session.upload_bytes:,} B of program, {be.stats.bytes_out:,} B on the link, "
-          f"{sim.cycles() - c0:,} simulated cycles, wall {time.monotonic() - t0:.0f} s")
-    assert session.uploads == 1
-    for name in ("coco_cat.jpg", "coco_dog.jpg"):
-        x_q = golden.quantize_input(imagenet_preprocess(shared_dir() / "images" / name), qg.qparams(qg.inputs[0]))
-        ref = golden.run(qg, x_q)
-        t0, c0 = time.monotonic(), sim.cycles()
-        inf, fr = session.frame(x_q, timeout=7200)
+    print(f"\nSqueezeNet 1.1 upload: {session.upload_bytes:,} B of program (two command lists), "
+          f"{be.stats.bytes_out:,} B on the link, {sim.cycles() - c0:,} simulated cycles, "
+          f"wall {time.monotonic() - t0:.0f} s")
+    assert session.uploads == 1 and session.double_buffered and session.write_pix
+    names = ("coco_cat.jpg", "coco_dog.jpg")
+    pictures = [golden.quantize_input(imagenet_preprocess(shared_dir() / "images" / name), qg.qparams(qg.inputs[0]))
+                for name in names]
+    refs = [golden.run(qg, x_q) for x_q in pictures]
+    (inp,) = program.inputs
+    npix = program.views[inp].h * program.views[inp].w
+    pix_req = sum(P.request_wire_bytes(op, n) for op, n in picture_requests(program, pixels=True))
+    pic = picture_wire_bytes(program, pixels=True)
+    frames = []
+    t0, c0 = time.monotonic(), sim.cycles()
+    for name, ref, (inf, fr) in zip(names, refs, session.frames(pictures, timeout=7200), strict=True):
         assert_exact(inf, ref, name)
         assert not fr.uploaded and session.uploads == 1
-        pic, out = frame_payload(program, x_q)
-        # Exactly the picture, the logits and the protocol's frames (sw.resident.frame_wire_bytes); the WAITs are
-        # the simulation's (every WAIT_CYCLES cycles: the host's deadlines are in wall seconds); a board's
-        # WAIT lasts 50 ms, so its frame has cycles / 2.25 M of them.
-        _, in0 = frame_wire_bytes(program, waits=0)
-        waits, rest = divmod(fr.bytes_in - in0, P.answer_wire_bytes(P.Op.WAIT, 0))
-        assert rest == 0 and (fr.bytes_out, fr.bytes_in) == frame_wire_bytes(program, waits=waits), fr
-        board = sum(frame_wire_bytes(program, waits=math.ceil(fr.cycles / (0.05 * SPEC.clk_hz))))
-        est = fps_estimate(program, cycles=fr.cycles, link_bytes=board, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
-        print(f"{name}: {fr.bytes_out:,} B out (picture {pic:,}), {fr.bytes_in:,} B in (logits {out:,}), "
-              f"{waits} WAITs; engine {fr.cycles:,} cycles (refresh and DRAM latency included), "
-              f"{sim.cycles() - c0:,} simulated cycles with the UART at divisor {DIVISOR}, "
-              f"wall {time.monotonic() - t0:.0f} s; on the board {board:,} B a frame; {est.summary()}")
+        frames.append((inf, fr))
+        print(f"{name}: {fr.bytes_out:,} B out, {fr.bytes_in:,} B in, of which pictures {fr.picture_bytes:,} B "
+              f"({fr.overlap_bytes:,} B during the run); engine {fr.cycles:,} cycles (refresh, DRAM latency and "
+              f"the link's writes included); during the run the link received {fr.run_link_bytes:,} B and wrote "
+              f"{fr.run_link_words:,} words; {sim.cycles() - c0:,} simulated cycles with the UART at divisor "
+              f"{DIVISOR}, wall {time.monotonic() - t0:.0f} s")
+        t0, c0 = time.monotonic(), sim.cycles()
+    (_, first), (_, last) = frames
+    # The dog's every pixel was written while the cat's run went on: its WRITE_PIX frames arrived during the run
+    # (and the WAIT requests sent before the run ended, 12 B each).
+    assert first.run_link_words == npix, (first, npix)
+    extra, rest = divmod(first.run_link_bytes - pix_req, P.request_wire_bytes(P.Op.WAIT, 0))
+    assert rest == 0 and extra >= 0, (first, pix_req)
+    assert last.run_link_words == 0
+    waits = check_frames_bytes(program, frames)
+    # On the board (3 Mbaud, 45 MHz) a steady frame: the next picture during the run, then one WAIT if the
+    # picture outlasts the run (else one per 50 ms left), the counters and the logits.
+    engine_s = first.cycles / SPEC.clk_hz
+    pic_s = link_seconds(pic)
+    board_waits = max(1, math.ceil((engine_s - pic_s) / 0.05))
+    board = sum(frame_wire_bytes(program, waits=board_waits, pixels=True, run_link=True))
+    est = fps_estimate(program, cycles=first.cycles, link_bytes=board, clk_hz=SPEC.clk_hz, baud=SPEC.baud,
+                       overlap_bytes=pic)
+    print(f"picture {pic:,} B on the wire ({npix * P.PIXEL_BYTES:,} B of pixels), {waits} WAITs in the simulation; "
+          f"on the board {board:,} B a frame ({board - pic:,} B after the run); {est.summary()}")
+    assert est.fps > est.fps_sequential
