@@ -82,7 +82,7 @@ from hw.bus import CSR_ADDR_BITS
 
 __all__ = [
     "SYNC", "PROTOCOL_VERSION", "LINK_MAGIC", "CRC", "crc16", "Op", "LinkStatus", "DUPLICATE",
-    "RETRYABLE", "WRITE_OPS", "PIXEL_BYTES", "Header", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD", "MAX_PAYLOAD",
+    "RETRYABLE", "WRITE_OPS", "PIXEL_BYTES", "MAX_PIX_PAYLOAD", "Header", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD", "MAX_PAYLOAD",
     "MAX_READ_REGS", "Info", "INFO_BYTES", "BOARD_IDS", "DEFAULT_BAUD", "Frame", "encode_frame",
     "encode_header", "FrameReader", "check_request", "answer_length", "request_wire_bytes",
     "answer_wire_bytes", "pack_info", "unpack_info",
@@ -159,6 +159,8 @@ FRAME_OVERHEAD = 1 + HEADER_BYTES + CRC_BYTES
 
 #: Largest memory transfer in one frame, in bytes (a multiple of every word size, 2..64 bytes).
 MAX_PAYLOAD = 4096
+#: Largest ``WRITE_PIX`` payload: the whole pixels that fit :data:`MAX_PAYLOAD` (4095 bytes, 1365 pixels).
+MAX_PIX_PAYLOAD = MAX_PAYLOAD - MAX_PAYLOAD % PIXEL_BYTES
 #: Most registers one READ_REG returns.
 MAX_READ_REGS = 16
 #: Registers on the CSR bus.
