@@ -9,12 +9,15 @@ the byte counts.
 
 * a reduced network (a stem and a Fire module): uploaded once, two pictures bit-exact with the golden
   model, the second without upload, a second session (a second command) without upload, and per frame
-  only the picture and the outputs on the link (byte counts printed);
+  only the picture (``WRITE_PIX``, 3 bytes a pixel) and the outputs on the link (byte counts printed);
+* the same network double-buffered (``ResidentSession.frames``): the next picture written into the
+  second buffer while the engine runs (``RUN_LINK_WORDS``), three frames bit-exact;
 * a board reset between frames: the hash reads 0, the program is uploaded again, the frame is exact;
 * a program larger than the DRAM: refused before any memory write;
 * a DRAM that never finishes initialising (the sequence's last write left out, a short deadline): a
   clear error from ``DRAM_INIT``, within the host's absolute deadline;
-* ``slow``: SqueezeNet 1.1 uploaded once and run on two photographs, bit-exact, the second without upload.
+* ``slow``: SqueezeNet 1.1 uploaded once and run on two photographs double-buffered, bit-exact, the second
+  picture written whole during the first run; the board's fps from the measured cycles and bytes.
 """
 
 from __future__ import annotations
