@@ -18,21 +18,6 @@ from hw.link.protocol import PIXEL_BYTES
 __all__ = ["TransportError", "EngineTimeout", "Transport", "expand_pixels"]
 
 
-def expand_pixels(pixels: bytes, word_bytes: int) -> bytes:
-    """Pixels of :data:`~hw.link.protocol.PIXEL_BYTES` bytes -> words of ``word_bytes``, the other lanes zero:
-    what the board's ``WRITE_PIX`` stores (:mod:`hw.link.bridge`)."""
-    import numpy as np
-
-    n = len(pixels)
-    if n % PIXEL_BYTES:
-        raise TransportError(f"{n} bytes is not a whole number of {PIXEL_BYTES}-byte pixels")
-    if word_bytes <= PIXEL_BYTES:
-        raise TransportError(f"{PIXEL_BYTES}-byte pixels need words wider than a pixel, not {word_bytes} bytes")
-    words = np.zeros((n // PIXEL_BYTES, word_bytes), dtype=np.uint8)
-    words[:, :PIXEL_BYTES] = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(-1, PIXEL_BYTES)
-    return words.tobytes()
-
-
 class TransportError(RuntimeError):
     """The link to the engine failed (simulator died, bad address, protocol error...)."""
 
@@ -52,6 +37,21 @@ class EngineTimeout(TransportError):
         super().__init__(message)
         self.status = status
         self.cycles = cycles
+
+
+def expand_pixels(pixels: bytes, word_bytes: int) -> bytes:
+    """Pixels of :data:`~hw.link.protocol.PIXEL_BYTES` bytes -> words of ``word_bytes``, the other lanes zero:
+    what the board's ``WRITE_PIX`` stores (:mod:`hw.link.bridge`)."""
+    import numpy as np
+
+    n = len(pixels)
+    if n % PIXEL_BYTES:
+        raise TransportError(f"{n} bytes is not a whole number of {PIXEL_BYTES}-byte pixels")
+    if word_bytes <= PIXEL_BYTES:
+        raise TransportError(f"{PIXEL_BYTES}-byte pixels need words wider than a pixel, not {word_bytes} bytes")
+    words = np.zeros((n // PIXEL_BYTES, word_bytes), dtype=np.uint8)
+    words[:, :PIXEL_BYTES] = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(-1, PIXEL_BYTES)
+    return words.tobytes()
 
 
 class Transport(abc.ABC):

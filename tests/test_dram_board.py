@@ -93,13 +93,12 @@ def frame_payload(program, x, *, pixels: bool):
     at 3 bytes a pixel, else its words)."""
     (inp,) = program.inputs
     _, words, _ = program.pack_tensor(inp, np.asarray(x).reshape(program.qgraph.tensors[inp].shape))
+    picture = P.PIXEL_BYTES * words.shape[0] if pixels else words.size
     out = 0
-    if pixels:
-        words = np.asarray(x)[:P.PIXEL_BYTES]
     for name in program.outputs:
         v = program.views[name]
         out += v.h * v.w * math.ceil(program.qgraph.tensors[name].shape[0] / program.config.rows)
-    return words.size, out * program.config.rows
+    return picture, out * program.config.rows
 
 
 def link_seconds(nbytes: int, baud: int = SPEC.baud) -> float:
