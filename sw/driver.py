@@ -117,6 +117,12 @@ class Driver:
             The run did not finish within ``timeout`` seconds or ``max_cycles`` cycles.
         """
         t0 = time.monotonic()
+        self.start(cmd_addr, count, profile_addr=profile_addr)
+        return self.finish(count, profile_addr=profile_addr, timeout=timeout, max_cycles=max_cycles, t0=t0)
+
+    def start(self, cmd_addr: int, count: int, *, profile_addr: int | None = None) -> None:
+        """Start ``count`` commands from ``cmd_addr`` and return at once (the link is free during the run:
+        :mod:`sw.resident` sends the next picture meanwhile); :meth:`finish` waits for the end."""
         self.t.write_reg(Reg.CTRL, Ctrl.CLEAR)
         self.t.write_reg(Reg.CMD_ADDR, cmd_addr)
         self.t.write_reg(Reg.CMD_COUNT, count)
@@ -125,6 +131,12 @@ class Driver:
             self.t.write_reg(Reg.PROF_ADDR, profile_addr)
             ctrl |= Ctrl.PROFILE
         self.t.write_reg(Reg.CTRL, ctrl)
+
+    def finish(self, count: int, *, profile_addr: int | None = None, timeout: float = 600.0,
+               max_cycles: int | None = None, t0: float | None = None) -> RunResult:
+        """Wait for the run :meth:`start` began (of ``count`` commands); its :class:`RunResult` (``wall_s``
+        from ``t0``, default now). Raises as :meth:`run`."""
+        t0 = time.monotonic() if t0 is None else t0
         status = self.t.wait_done(timeout=timeout, max_cycles=max_cycles)
         wall = time.monotonic() - t0
         if status & Status.ERROR:

@@ -230,8 +230,10 @@ class Runner:
         clk = info["clk_hz"] or self.clock_mhz * 1e6
         rep = network_report(self.program, None, network=self.network, backend=self.backend, wall_s=frame.wall_s,
                              cycles=run.cycles, clock_mhz=clk / 1e6, exact=exact)
+        # With two input buffers the picture crosses while the engine runs (ResidentSession.frames).
         est = fps_estimate(self.program, cycles=run.cycles or 1, link_bytes=frame.bytes, clk_hz=clk,
-                           baud=spec.baud if spec is not None else info["baud"])
+                           baud=spec.baud if spec is not None else info["baud"],
+                           overlap_bytes=frame.picture_bytes if self.session.double_buffered else 0)
         return Result(outputs=host_finish(self.qgraph, inf.tensors), run=run, report=rep,
                       extra={"frame": frame, "fps": est, "uploads": self.session.uploads})
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 
 from hw.isa import Reg, Status
+from hw.link.protocol import PIXEL_BYTES
 
-__all__ = ["TransportError", "EngineTimeout", "Transport"]
+__all__ = ["TransportError", "EngineTimeout", "Transport", "expand_pixels"]
 
 
 class TransportError(RuntimeError):
@@ -36,6 +37,21 @@ class EngineTimeout(TransportError):
         super().__init__(message)
         self.status = status
         self.cycles = cycles
+
+
+def expand_pixels(pixels: bytes, word_bytes: int) -> bytes:
+    """Pixels of :data:`~hw.link.protocol.PIXEL_BYTES` bytes -> words of ``word_bytes``, the other lanes zero:
+    what the board's ``WRITE_PIX`` stores (:mod:`hw.link.bridge`)."""
+    import numpy as np
+
+    n = len(pixels)
+    if n % PIXEL_BYTES:
+        raise TransportError(f"{n} bytes is not a whole number of {PIXEL_BYTES}-byte pixels")
+    if word_bytes <= PIXEL_BYTES:
+        raise TransportError(f"{PIXEL_BYTES}-byte pixels need words wider than a pixel, not {word_bytes} bytes")
+    words = np.zeros((n // PIXEL_BYTES, word_bytes), dtype=np.uint8)
+    words[:, :PIXEL_BYTES] = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(-1, PIXEL_BYTES)
+    return words.tobytes()
 
 
 class Transport(abc.ABC):
@@ -67,6 +83,23 @@ class Transport(abc.ABC):
         TransportError
             If the range is outside the memory.
         """
+
+    def write_pixels(self, addr_words: int, pixels: bytes) -> None:
+        """Write a picture of :data:`~hw.link.protocol.PIXEL_BYTES`-byte pixels, pixel ``i`` as the word at
+        ``addr_words + i``: its bytes in lanes 0..2, zero in the others (the engine's input layout of a
+        3-channel picture, :func:`hw.layout.pack_activation`).
+
+        The default expands the words here and calls :meth:`write_mem`; a board backend sends the pixels
+        as they are (``WRITE_PIX``: a quarter less on the link with 4-byte words).
+
+        Raises
+        ------
+        TransportError
+            If ``pixels`` is not whole pixels, the words are not wider than a pixel, or the range is outside
+            the memory.
+        """
+        words = expand_pixels(pixels, self.word_bytes)
+        self.write_mem(addr_words, words)
 
     @abc.abstractmethod
     def write_reg(self, reg: Reg | int, value: int) -> None:

@@ -129,6 +129,8 @@ def test_board_top_elaborates(name, tmp_path):
     if spec.storage == "sdram":   # the LiteDRAM core as an instance, its Verilog beside, the SDRAM clock's ODDR
         assert "litedram_core" in rtlil and "ODDRX1F" in rtlil and "litedram_core.v" in files
     assert top.core.link.bridge.frame_timeout == round(spec.frame_timeout_s * spec.clk_hz)
+    # WRITE_PIX on the DRAM board (pictures streamed into its memory); the others answer BAD_OP.
+    assert top.core.link.bridge.write_pix == (spec.storage == "sdram")
 
 
 def _tools_or_skip(family):

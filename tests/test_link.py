@@ -193,10 +193,15 @@ class BridgeHarness(wiring.Component):
     abort: In(1)
     o: Out(stream.Signature(8))
 
+    def __init__(self, *, write_pix: bool = False):
+        self.write_pix = write_pix
+        super().__init__()
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.bridge = br = LinkBridge(word_bytes=CFG.rows, addr_bits=CFG.mem_addr_bits, mem_words=MEM_WORDS,
-                                              frame_timeout=TIMEOUT, board=0, clk_hz=1_000_000, baud=250_000)
+                                              frame_timeout=TIMEOUT, board=0, clk_hz=1_000_000, baud=250_000,
+                                              write_pix=self.write_pix)
         m.submodules.engine = eng = CopyEngine(CFG)
         m.submodules.arb = arb = MemArbiter(n=2, word_bytes=CFG.rows, addr_bits=CFG.mem_addr_bits, max_reads=4)
         m.submodules.mem = mem = OnChipMemory(word_bytes=CFG.rows, addr_bits=CFG.mem_addr_bits, mem_words=MEM_WORDS)
@@ -210,9 +215,10 @@ class BridgeHarness(wiring.Component):
         return m
 
 
-def run_bridge(chunks, *, seed=SEED, idle=0.0, backpressure=0.0, gap_after=None, tail_cycles=3000):
+def run_bridge(chunks, *, seed=SEED, idle=0.0, backpressure=0.0, gap_after=None, tail_cycles=3000,
+               write_pix=False):
     """Feed ``chunks`` (bytes, or ("abort",), or ("gap", cycles)) to the bridge; return every byte it sent."""
-    dut = BridgeHarness()
+    dut = BridgeHarness(write_pix=write_pix)
     out = bytearray()
     rng = random.Random(seed)
 
@@ -392,6 +398,61 @@ def test_bridge_malformed_input_does_not_wedge():
     assert statuses.count(P.LinkStatus.TRUNCATED) >= 2
     assert statuses[-2:] == [P.LinkStatus.OK, P.LinkStatus.OK]
     assert got[-1].payload == payload
+
+
+def _no_sync(frame: bytes) -> bool:
+    """No SYNC after the first byte: a refused frame's payload is hunted through without starting a frame."""
+    return P.SYNC not in frame[1:]
+
+
+def _pix_frame(rng, seq, addr, n_bytes):
+    """A whole WRITE_PIX frame (header, payload, CRC) of ``n_bytes`` random bytes, without SYNC inside."""
+    while True:
+        payload = bytes(rng.choice([b for b in range(256) if b != P.SYNC]) for _ in range(n_bytes))
+        frame = P.encode_frame(P.Op.WRITE_PIX, seq, addr=addr, payload=payload)
+        if _no_sync(frame):
+            return frame, payload
+
+
+@pytest.mark.parametrize("mode", list(STREAM_MODES))
+def test_bridge_write_pix(mode):
+    """3-byte pixels into 4-byte words (lane 3 zeroed); bad lengths and addresses refused, the bridge answers after."""
+    rng = random.Random(SEED + 5)
+    n = 40
+    ones = bytes([0x11] * 4 * (n + 1))
+    good, pixels = _pix_frame(rng, 2, 100, P.PIXEL_BYTES * n)
+    bad_len, _ = _pix_frame(rng, 4, 100, P.PIXEL_BYTES * 5 + 1)
+    bad_addr, _ = _pix_frame(rng, 5, MEM_WORDS - 2, P.PIXEL_BYTES * 3)
+    too_long = _header_only(P.Op.WRITE_PIX, 6, 0, P.MAX_PAYLOAD + 2)     # 1366 pixels: one more than fits
+    edge, edge_pixels = _pix_frame(rng, 8, MEM_WORDS - 3, P.PIXEL_BYTES * 3)
+    frames = [
+        req(P.Op.WRITE_MEM, 1, addr=100, payload=ones),                 # lane 3 of each word is 0x11 before
+        good,
+        req(P.Op.READ_MEM, 3, addr=100, length=len(ones)),
+        bad_len, bad_addr, too_long,
+        req(P.Op.READ_MEM, 7, addr=100, length=len(ones)),              # the refused frames wrote nothing
+        edge,                                                           # the memory's last three words
+        req(P.Op.READ_MEM, 9, addr=MEM_WORDS - 3, length=12),
+        req(P.Op.READ_REG, 10, addr=Reg.ID, length=4),
+    ]
+    got = answers(run_bridge(frames, write_pix=True, tail_cycles=5000, **STREAM_MODES[mode]))
+    statuses = [(a.seq, P.LinkStatus(a.status)) for a in got]
+    assert statuses == [(1, P.LinkStatus.OK), (2, P.LinkStatus.OK), (3, P.LinkStatus.OK),
+                        (4, P.LinkStatus.BAD_LENGTH), (5, P.LinkStatus.BAD_ADDRESS), (6, P.LinkStatus.BAD_LENGTH),
+                        (7, P.LinkStatus.OK), (8, P.LinkStatus.OK), (9, P.LinkStatus.OK), (10, P.LinkStatus.OK)]
+    expect = b"".join(pixels[3 * i:3 * i + 3] + b"\0" for i in range(n)) + ones[4 * n:]
+    assert got[2].payload == expect, (got[2].payload.hex(), expect.hex())
+    assert got[6].payload == expect
+    assert got[8].payload == b"".join(edge_pixels[3 * i:3 * i + 3] + b"\0" for i in range(3))
+    assert int.from_bytes(got[9].payload, "little") == ENGINE_ID
+
+
+def test_bridge_without_write_pix_answers_bad_op():
+    """A bridge built without WRITE_PIX refuses it (the host then sends words) and answers what follows."""
+    frame, _ = _pix_frame(random.Random(SEED + 6), 1, 0, 12)
+    got = answers(run_bridge([frame, req(P.Op.READ_REG, 2, addr=Reg.ID, length=4)]))
+    assert [(a.seq, P.LinkStatus(a.status)) for a in got] == [(1, P.LinkStatus.BAD_OP), (2, P.LinkStatus.OK)]
+    assert int.from_bytes(got[1].payload, "little") == ENGINE_ID
 
 
 def test_uart_link_end_to_end():

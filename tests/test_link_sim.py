@@ -97,6 +97,22 @@ def test_identify_through_the_link(sim):
     assert be.stats.retries == 0
 
 
+def test_write_pixels_falls_back_to_words_without_write_pix(sim):
+    """The iCEBreaker's bridge has no WRITE_PIX: the probe is refused BAD_OP, the pixels go as words, exactly."""
+    from sw.transport import expand_pixels
+
+    be = backend(sim.port)
+    assert be.info["version_minor"] >= 1 and not be.has_write_pix
+    pixels = np.random.default_rng(4).integers(0, 256, P.PIXEL_BYTES * 300, dtype=np.uint8).tobytes()
+    be.write_mem(100, b"\x55" * 4 * 300)
+    out0 = be.stats.bytes_out
+    be.write_pixels(100, pixels)
+    # Words went out (a whole 4-byte word a pixel), and nothing was resent.
+    assert be.stats.bytes_out - out0 == P.request_wire_bytes(P.Op.WRITE_MEM, 4 * 300)
+    assert be.read_mem(100, 300) == expand_pixels(pixels, be.word_bytes)
+    assert be.stats.retries == 0, be.report()
+
+
 def test_fire_block_bit_exact(sim, block):
     be = backend(sim.port)
     c0 = sim.cycles()

@@ -14,7 +14,8 @@
 board's 32 MB SDR SDRAM behind a LiteDRAM core generated from ``hw/boards/dram/ulx3s_sdram.yml``
 (:func:`hw.boards.dram.gen.generate`, an ``Instance``). The link and the engine share the memory
 through the arbiter as before: the host writes the program (weights, commands) into the SDRAM once
-and then only pictures and answers cross the link.
+and then only pictures and answers cross the link. The link has ``WRITE_PIX`` (:mod:`hw.link.protocol`):
+a picture goes up at 3 bytes a pixel and the bridge writes it in the engine's 4-byte input words.
 
 With ``cpu: None`` the core does not initialise the SDRAM itself: :class:`DramInitSequencer` plays the
 LiteX BIOS's ``sdram_init()`` (:attr:`hw.boards.dram.gen.DramCore.init_writes`) over the core's
@@ -24,7 +25,9 @@ commands until ``init_done``, so the host reads ``DRAM_INIT`` before any memory 
 
 ``PROG_HASH_LO``/``PROG_HASH_HI`` are two read-write registers, zero after reset, in which the host
 records the hash of the program it uploaded (:mod:`sw.resident`): after a board reset they read 0
-and the host uploads again.
+and the host uploads again. ``RUN_LINK_WORDS``/``RUN_LINK_BYTES`` count the memory words the link
+wrote and the bytes it received during the last run: the host uploads the next picture into a second
+input buffer while the engine runs, and these show it did.
 
 Board pins (``platform`` given): the core's SDRAM pads are the raw pins of amaranth-boards'
 ``sdram`` resource (the core instantiates its own ``TRELLIS_IO`` buffers, ``dq`` bidirectional);
@@ -57,6 +60,8 @@ class DramReg(enum.IntEnum):
     DRAM_INIT = 48      # InitBits | INIT_MAGIC << 16 (R)
     PROG_HASH_LO = 49   # program hash, low word (RW, 0 after reset)
     PROG_HASH_HI = 50   # program hash, high word (RW, 0 after reset)
+    RUN_LINK_WORDS = 51  # memory words the link wrote during the last run (R; cleared when a run starts)
+    RUN_LINK_BYTES = 52  # request bytes the link received during the last run (R; cleared when a run starts)
 
 
 class InitBits(enum.IntFlag):
@@ -178,10 +183,16 @@ class DramRegisters(wiring.Component):
 
     Reads keep the bus's timing (``r_data`` the cycle after ``r_stb``): the forwarded read's data or
     this block's register, chosen by a flag registered with the strobe.
+
+    ``RUN_LINK_WORDS`` and ``RUN_LINK_BYTES`` count the strobes ``link_word`` (a memory word the link
+    wrote) and ``link_byte`` (a request byte received) while ``busy`` (a run in progress) is high; they
+    are cleared in the cycle ``busy`` rises and hold their values after the run, until the next one:
+    how much of the next picture crossed the link while the engine ran (the host's double buffering).
     """
 
     def __init__(self):
-        super().__init__({"csr": In(CsrSignature), "engine": Out(CsrSignature), "init_status": In(4)})
+        super().__init__({"csr": In(CsrSignature), "engine": Out(CsrSignature), "init_status": In(4),
+                          "busy": In(1), "link_word": In(1), "link_byte": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -192,6 +203,12 @@ class DramRegisters(wiring.Component):
         value = Signal(32)
         m.d.comb += [eng.addr.eq(csr.addr), eng.w_data.eq(csr.w_data), eng.r_stb.eq(csr.r_stb & ~ours),
                      eng.w_stb.eq(csr.w_stb & ~ours), csr.r_data.eq(Mux(mine, value, eng.r_data))]
+        run_words, run_bytes, was_busy = Signal(32), Signal(32), Signal()
+        m.d.sync += was_busy.eq(self.busy)
+        with m.If(self.busy & ~was_busy):
+            m.d.sync += [run_words.eq(self.link_word), run_bytes.eq(self.link_byte)]
+        with m.Elif(self.busy):
+            m.d.sync += [run_words.eq(run_words + self.link_word), run_bytes.eq(run_bytes + self.link_byte)]
         with m.If(csr.r_stb):
             m.d.sync += [mine.eq(ours), value.eq(0)]
             with m.Switch(csr.addr):
@@ -201,6 +218,10 @@ class DramRegisters(wiring.Component):
                     m.d.sync += value.eq(hash_lo)
                 with m.Case(DramReg.PROG_HASH_HI):
                     m.d.sync += value.eq(hash_hi)
+                with m.Case(DramReg.RUN_LINK_WORDS):
+                    m.d.sync += value.eq(run_words)
+                with m.Case(DramReg.RUN_LINK_BYTES):
+                    m.d.sync += value.eq(run_bytes)
         with m.If(csr.w_stb), m.Switch(csr.addr):
             with m.Case(DramReg.PROG_HASH_LO):
                 m.d.sync += hash_lo.eq(csr.w_data)
@@ -265,7 +286,7 @@ class DramBoardCore(wiring.Component):
         baud = spec.baud if divisor is None else spec.clk_hz // self.divisor
         self.link = UARTLink(divisor=self.divisor, word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
                              mem_words=spec.mem_words, frame_timeout=self.frame_timeout, board=spec.board_id,
-                             clk_hz=spec.clk_hz, baud=baud)
+                             clk_hz=spec.clk_hz, baud=baud, write_pix=True)
         self.port = DramPort(word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
                              native_data_width=self.dram.native_data_width,
                              native_addr_bits=self.dram.native_address_width)
@@ -326,9 +347,10 @@ class DramBoardCore(wiring.Component):
         wiring.connect(m, arb.o, port.mem)
         wiring.connect(m, link.csr, regs.csr)
         wiring.connect(m, regs.engine, engine.csr)
-        m.d.comb += regs.init_status.eq(init.status)
         self._core(m, platform, port.native, init)
         drive_board_pins(m, self, link, engine)
+        m.d.comb += [regs.init_status.eq(init.status), regs.busy.eq(self.busy), regs.link_byte.eq(link.rx_byte),
+                     regs.link_word.eq(link.mem.req.valid & link.mem.req.ready & link.mem.req.payload.write)]
         m.d.comb += self.dram_ready.eq(init.init_done)
         return m
 

@@ -3,7 +3,7 @@
 See :mod:`hw.link.protocol` for the frame format; every constant comes from there.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,29 +60,39 @@ def op_flags_layout() -> data.StructLayout:
 class RequestChecker(wiring.Component):
     """The header checks of :func:`hw.link.protocol.check_request` on ``header``: on ``sample`` the
     op is decoded into ``op`` and every check registered (``crc_ok`` from ``crc_match``); ``status``
-    is the outcome from those registered flags (the priority among them takes the next cycle)."""
+    is the outcome from those registered flags (the priority among them takes the next cycle).
+    ``write_pix``: ``WRITE_PIX`` is accepted (else it is ``BAD_OP``, and its op flag never rises)."""
 
-    def __init__(self, *, word_bytes: int, mem_words: int):
-        self._wb, self._mem_words = word_bytes, mem_words
+    def __init__(self, *, word_bytes: int, mem_words: int, write_pix: bool = False):
+        self._wb, self._mem_words, self._write_pix = word_bytes, mem_words, write_pix
         super().__init__({"header": In(P.Header), "crc_match": In(1), "sample": In(1),
                           "op": Out(op_flags_layout()), "crc_ok": Out(1), "status": Out(P.LinkStatus)})
 
     def elaborate(self, platform):
         m = Module()
         length, a, op = self.header.length, self.header.addr, self.header.op
-        op_is = {o: op == o.value for o in P.Op}
+        op_is = {o: (op == o.value) if o != P.Op.WRITE_PIX or self._write_pix else Const(0, 1) for o in P.Op}
         flags = {name: Signal(name=f"chk_{name}") for name in (
-            "bad_op", "reg_len", "reg_addr", "wreg_len", "wreg_addr", "mem_len", "mem_addr")}
+            "bad_op", "reg_len", "reg_addr", "wreg_len", "wreg_addr", "mem_len", "mem_addr", "pix_len", "pix_addr")}
         checks = {
             "bad_op": ~op_is[P.Op.INFO] & ~op_is[P.Op.READ_REG] & ~op_is[P.Op.WRITE_REG] & ~op_is[P.Op.READ_MEM]
-            & ~op_is[P.Op.WRITE_MEM] & ~op_is[P.Op.WAIT],
+            & ~op_is[P.Op.WRITE_MEM] & ~op_is[P.Op.WAIT] & ~op_is[P.Op.WRITE_PIX],
             "reg_len": (length[:2] != 0) | (length < 4) | (length > 4 * P.MAX_READ_REGS),
             "reg_addr": a + (length >> 2) > P.CSR_REGS,
             "wreg_len": length != 4,
             "wreg_addr": a >= P.CSR_REGS,
             "mem_len": ((length & (self._wb - 1)) != 0) | (length == 0) | (length > P.MAX_PAYLOAD),
             "mem_addr": a + (length >> _log2(self._wb)) > self._mem_words,
+            "pix_len": Const(0, 1), "pix_addr": Const(0, 1),
         }
+        if self._write_pix:
+            # length % 3 without a divider: 4 = 1 (mod 3), so the sum of the base-4 digits has the same residue.
+            assert P.PIXEL_BYTES == 3, "the residue below is written for 3-byte pixels"
+            digits = Signal(range(3 * 8 + 1))
+            m.d.comb += digits.eq(sum(length[2 * i:2 * i + 2] for i in range(8)))
+            checks["pix_len"] = (digits % 3 != 0) | (length == 0) | (length > P.MAX_PAYLOAD)
+            # addr + length / 3 > mem_words, for a whole number of pixels: 3 * addr + length > 3 * mem_words.
+            checks["pix_addr"] = a * P.PIXEL_BYTES + length > P.PIXEL_BYTES * self._mem_words
         with m.If(self.sample):
             m.d.sync += [flags[k].eq(v) for k, v in checks.items()]
             m.d.sync += self.crc_ok.eq(self.crc_match)
@@ -105,6 +115,11 @@ class RequestChecker(wiring.Component):
             with m.If(flags["mem_len"]):
                 m.d.comb += st.eq(P.LinkStatus.BAD_LENGTH)
             with m.Elif(flags["mem_addr"]):
+                m.d.comb += st.eq(P.LinkStatus.BAD_ADDRESS)
+        with m.Elif(is_op.write_pix):
+            with m.If(flags["pix_len"]):
+                m.d.comb += st.eq(P.LinkStatus.BAD_LENGTH)
+            with m.Elif(flags["pix_addr"]):
                 m.d.comb += st.eq(P.LinkStatus.BAD_ADDRESS)
         return m
 
@@ -133,6 +148,10 @@ class LinkBridge(wiring.Component):
         longest gap the host's serial adapter leaves inside a frame.
     board, clk_hz, baud : int
         Reported by ``INFO`` (:data:`hw.link.protocol.BOARD_IDS`, clock, line rate).
+    write_pix : bool
+        Execute ``WRITE_PIX`` (pictures at :data:`~hw.link.protocol.PIXEL_BYTES` bytes a pixel, each
+        pixel one memory word, its other lanes zero); ``word_bytes`` must be at least 4. Without it
+        the op is answered ``BAD_OP`` (and costs no logic).
 
     Members
     -------
@@ -157,7 +176,8 @@ class LinkBridge(wiring.Component):
     which the host's resend overwrites. A register write is executed only
     after its payload's CRC has been checked, and not again when its
     sequence number repeats the last executed frame's (the answer then has
-    :data:`~hw.link.protocol.DUPLICATE` set). ``WAIT`` reads ``STATUS``
+    :data:`~hw.link.protocol.DUPLICATE` set). ``WRITE_PIX`` writes a word as
+    each pixel's last byte arrives, like ``WRITE_MEM``. ``WAIT`` reads ``STATUS``
     every other cycle until ``BUSY`` is clear or ``addr`` cycles have passed.
 
     Timing
@@ -169,19 +189,23 @@ class LinkBridge(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, addr_bits: int, mem_words: int, frame_timeout: int,
-                 board: int = 0, clk_hz: int = 0, baud: int = 0):
+                 board: int = 0, clk_hz: int = 0, baud: int = 0, write_pix: bool = False):
         if not (isinstance(word_bytes, int) and 2 <= word_bytes <= 64 and word_bytes & (word_bytes - 1) == 0):
             raise ValueError(f"word_bytes must be a power of two in [2, 64], got {word_bytes!r}")
         if not (isinstance(mem_words, int) and 0 < mem_words <= 1 << addr_bits):
             raise ValueError(f"mem_words must be in [1, 2**addr_bits = {1 << addr_bits}], got {mem_words!r}")
         if not (isinstance(frame_timeout, int) and frame_timeout >= 16):
             raise ValueError(f"frame_timeout must be an integer >= 16 cycles, got {frame_timeout!r}")
+        if write_pix and word_bytes <= P.PIXEL_BYTES:
+            raise ValueError(f"WRITE_PIX needs words wider than a pixel ({P.PIXEL_BYTES} bytes), got "
+                             f"word_bytes={word_bytes!r}")
         if board not in P.BOARD_IDS.values():
             raise ValueError(f"board must be one of {P.BOARD_IDS}, got {board!r}")
         self._wb = word_bytes
         self._addr_bits = addr_bits
         self._mem_words = mem_words
         self._frame_timeout = frame_timeout
+        self._write_pix = bool(write_pix)
         self._info = dict(board=board, word_bytes=word_bytes, mem_words=mem_words, clk_hz=clk_hz, baud=baud)
         super().__init__({
             "i": In(stream.Signature(8)),
@@ -196,19 +220,26 @@ class LinkBridge(wiring.Component):
     def frame_timeout(self) -> int:
         return self._frame_timeout
 
+    @property
+    def write_pix(self) -> bool:
+        """The bridge executes ``WRITE_PIX``."""
+        return self._write_pix
+
     def elaborate(self, platform):
         m = Module()
         W = 8 * self._wb
         m.submodules.rx_crc = rx_crc = P.CRC(data_width=8).create()
         m.submodules.tx_crc = tx_crc = P.CRC(data_width=8).create()
         m.submodules.receiver = receiver = ByteReceiver(self._frame_timeout)
-        m.submodules.checker = checker = RequestChecker(word_bytes=self._wb, mem_words=self._mem_words)
+        m.submodules.checker = checker = RequestChecker(word_bytes=self._wb, mem_words=self._mem_words,
+                                                          write_pix=self._write_pix)
         wiring.connect(m, wiring.flipped(self.i), receiver.i)
         m.d.comb += receiver.abort.eq(self.abort)
 
         f = _Frame(
             hdr=Signal(P.Header),       # the request's header, as received
             cnt=Signal(16),             # bytes of the request's current section (header, payload)
+            pbyte=Signal(2),            # WRITE_PIX: byte of the current pixel (0..PIXEL_BYTES-1)
             tcnt=Signal(16),            # bytes of the answer's current section
             tleft=Signal(16),           # answer payload bytes still to load
             tdone=Signal(),             # ... none (registered: no wide comparison in the state logic)
@@ -279,7 +310,8 @@ class LinkBridge(wiring.Component):
                     m.next = "CHECK"
         with m.State("CHECK"):
             m.d.comb += [self.active.eq(1), f.checker.sample.eq(1)]
-            m.d.sync += [f.addr.eq(f.hdr.addr), f.cnt.eq(0), f.last.eq(f.hdr.length - 1), f.waited.eq(f.hdr.addr)]
+            m.d.sync += [f.addr.eq(f.hdr.addr), f.cnt.eq(0), f.last.eq(f.hdr.length - 1), f.waited.eq(f.hdr.addr),
+                         f.pbyte.eq(0)]
             m.next = "DECIDE"
         with m.State("DECIDE"):
             m.d.comb += self.active.eq(1)
@@ -287,7 +319,7 @@ class LinkBridge(wiring.Component):
                 self._answer_with(m, f, P.LinkStatus.HEADER_CRC)
             with m.Elif(f.checker.status != P.LinkStatus.OK):
                 self._answer_with(m, f, f.checker.status)
-            with m.Elif(is_op.write_mem | is_op.write_reg):
+            with m.Elif(is_op.write_mem | is_op.write_reg | is_op.write_pix):
                 m.d.comb += rx_crc.start.eq(1)
                 m.next = "PAYLOAD"
             with m.Elif(is_op.wait):
@@ -306,6 +338,15 @@ class LinkBridge(wiring.Component):
                 m.d.sync += f.cnt.eq(f.cnt + 1)
                 with m.If(is_op.write_reg):
                     m.d.sync += f.reg.word_select(f.cnt[:2], 8).eq(rx_byte)
+                with m.Elif(is_op.write_pix):
+                    # A pixel's first byte clears the word (lanes PIXEL_BYTES.. stay zero), its last sends it.
+                    with m.If(f.pbyte == 0):
+                        m.d.sync += f.wbuf.eq(rx_byte)
+                    with m.Else():
+                        m.d.sync += f.wbuf.word_select(f.pbyte, 8).eq(rx_byte)
+                    m.d.sync += f.pbyte.eq(f.pbyte + 1)
+                    with m.If(f.pbyte == P.PIXEL_BYTES - 1):
+                        m.d.sync += [f.pbyte.eq(0), f.wpend.eq(1)]
                 with m.Else():
                     m.d.sync += f.wbuf.word_select(f.cnt[:log2R], 8).eq(rx_byte)
                     with m.If(f.cnt[:log2R] == R - 1):

@@ -40,6 +40,8 @@ class UARTLink(wiring.Component):
         A frame is being received or answered.
     errors : ``Out(1)``
         Strobe: a framing error / line break, or a byte lost to a full FIFO.
+    rx_byte : ``Out(1)``
+        Strobe: a byte arrived from the host (the board counts the link's traffic with it).
     """
 
     def __init__(self, *, divisor: int, rx_fifo: int = 16, **bridge):
@@ -55,6 +57,7 @@ class UARTLink(wiring.Component):
             "mem": Out(self._bridge.mem.signature),
             "active": Out(1),
             "errors": Out(1),
+            "rx_byte": Out(1),
         })
 
     @property
@@ -76,7 +79,7 @@ class UARTLink(wiring.Component):
             fifo.w_data.eq(rx.o.payload), fifo.w_en.eq(rx.o.valid), rx.o.ready.eq(fifo.w_rdy),
             br.i.payload.eq(fifo.r_data), br.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(br.i.ready),
             br.abort.eq(rx.error),
-            self.active.eq(br.active), self.errors.eq(rx.error | rx.overrun),
+            self.active.eq(br.active), self.errors.eq(rx.error | rx.overrun), self.rx_byte.eq(rx.o.valid & fifo.w_rdy),
         ]
         wiring.connect(m, br.o, tx.i)
         wiring.connect(m, br.csr, wiring.flipped(self.csr))

@@ -38,8 +38,15 @@ WRITE_REG   register                              4 (payload: u32 value)      -
 READ_MEM    word address                          bytes, whole words           the words
 WRITE_MEM   word address                          bytes, whole words           -
 WAIT        most cycles to wait                   -                           STATUS (u32)
+WRITE_PIX   word address of the first pixel       bytes, whole pixels          -
 ==========  ====================================  ==========================  =======================
 
+``WRITE_PIX`` (since 1.1, on boards that have it; others answer ``BAD_OP``) carries a picture as
+:data:`PIXEL_BYTES` bytes a pixel (its channels 0, 1, 2) and writes each pixel as one memory word:
+the pixel's bytes in lanes 0..2, zero in the word's other lanes, pixel ``i`` at word ``addr + i``. It
+is the engine's input layout of a 3-channel picture on a board whose words are 4 or more bytes
+(``hw.layout.pack_activation``), sent without the padding lane: 150,528 bytes for 224 x 224 x 3
+instead of 200,704. ``length`` is a multiple of :data:`PIXEL_BYTES`, at most :data:`MAX_PAYLOAD`.
 ``WAIT`` answers as soon as ``STATUS.BUSY`` is clear, or once ``addr``
 cycles have passed: the host's "run and notify" without polling traffic.
 Memory transfers are at most :data:`MAX_PAYLOAD` bytes.
@@ -75,7 +82,7 @@ from hw.bus import CSR_ADDR_BITS
 
 __all__ = [
     "SYNC", "PROTOCOL_VERSION", "LINK_MAGIC", "CRC", "crc16", "Op", "LinkStatus", "DUPLICATE",
-    "RETRYABLE", "WRITE_OPS", "Header", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD", "MAX_PAYLOAD",
+    "RETRYABLE", "WRITE_OPS", "PIXEL_BYTES", "MAX_PIX_PAYLOAD", "Header", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD", "MAX_PAYLOAD",
     "MAX_READ_REGS", "Info", "INFO_BYTES", "BOARD_IDS", "DEFAULT_BAUD", "Frame", "encode_frame",
     "encode_header", "FrameReader", "check_request", "answer_length", "request_wire_bytes",
     "answer_wire_bytes", "pack_info", "unpack_info",
@@ -83,8 +90,8 @@ __all__ = [
 
 #: First byte of every frame.
 SYNC = 0xA5
-#: (major, minor); a host refuses a board of another major version.
-PROTOCOL_VERSION = (1, 0)
+#: (major, minor); a host refuses a board of another major version. 1.1: ``WRITE_PIX``.
+PROTOCOL_VERSION = (1, 1)
 #: First field of the INFO record: ASCII "KLNK", little-endian.
 LINK_MAGIC = int.from_bytes(b"KLNK", "little")
 
@@ -112,6 +119,7 @@ class Op(enum.IntEnum, shape=8):
     READ_MEM = 0x04
     WRITE_MEM = 0x05
     WAIT = 0x06
+    WRITE_PIX = 0x07
 
 
 class LinkStatus(enum.IntEnum, shape=7):
@@ -133,7 +141,9 @@ DUPLICATE = 0x80
 #: Statuses after which the host resends the same frame.
 RETRYABLE = frozenset({LinkStatus.HEADER_CRC, LinkStatus.PAYLOAD_CRC, LinkStatus.TRUNCATED})
 #: Requests that carry a payload.
-WRITE_OPS = frozenset({Op.WRITE_REG, Op.WRITE_MEM})
+WRITE_OPS = frozenset({Op.WRITE_REG, Op.WRITE_MEM, Op.WRITE_PIX})
+#: Bytes of one pixel in a ``WRITE_PIX`` payload (each becomes one memory word).
+PIXEL_BYTES = 3
 
 #: The header, after SYNC, little-endian.
 Header = data.StructLayout({
@@ -149,6 +159,8 @@ FRAME_OVERHEAD = 1 + HEADER_BYTES + CRC_BYTES
 
 #: Largest memory transfer in one frame, in bytes (a multiple of every word size, 2..64 bytes).
 MAX_PAYLOAD = 4096
+#: Largest ``WRITE_PIX`` payload: the whole pixels that fit :data:`MAX_PAYLOAD` (4095 bytes, 1365 pixels).
+MAX_PIX_PAYLOAD = MAX_PAYLOAD - MAX_PAYLOAD % PIXEL_BYTES
 #: Most registers one READ_REG returns.
 MAX_READ_REGS = 16
 #: Registers on the CSR bus.
@@ -219,15 +231,19 @@ def answer_length(op: Op, length: int) -> int:
     return 0
 
 
-def check_request(op: int, addr: int, length: int, *, word_bytes: int, mem_words: int) -> LinkStatus:
+def check_request(op: int, addr: int, length: int, *, word_bytes: int, mem_words: int,
+                  write_pix: bool = False) -> LinkStatus:
     """The status the board gives a request whose header arrived intact (before its payload).
 
     This is the specification of the gateware's checks (``hw.link.bridge``),
-    in the order it applies them; the tests compare the two.
+    in the order it applies them; the tests compare the two. ``write_pix``:
+    the board has ``WRITE_PIX`` (a board without it answers ``BAD_OP``).
     """
     try:
         op = Op(op)
     except ValueError:
+        return LinkStatus.BAD_OP
+    if op == Op.WRITE_PIX and not write_pix:
         return LinkStatus.BAD_OP
     if op == Op.READ_REG:
         if length % 4 or not 4 <= length <= 4 * MAX_READ_REGS:
@@ -243,6 +259,11 @@ def check_request(op: int, addr: int, length: int, *, word_bytes: int, mem_words
         if length % word_bytes or not 0 < length <= MAX_PAYLOAD:
             return LinkStatus.BAD_LENGTH
         if addr + length // word_bytes > mem_words:
+            return LinkStatus.BAD_ADDRESS
+    elif op == Op.WRITE_PIX:
+        if length % PIXEL_BYTES or not 0 < length <= MAX_PAYLOAD:
+            return LinkStatus.BAD_LENGTH
+        if addr + length // PIXEL_BYTES > mem_words:
             return LinkStatus.BAD_ADDRESS
     return LinkStatus.OK
 

@@ -56,11 +56,19 @@ from hw.isa import ENGINE_ID, VERSION, EngineConfig, Reg, Status
 from hw.link import protocol as P
 from sw.transport import EngineTimeout, Transport, TransportError
 
-__all__ = ["SerialBackend", "LinkError", "LinkTimeout", "LinkStats", "open_serial_port", "port_name"]
+__all__ = ["SerialBackend", "LinkError", "LinkRefused", "LinkTimeout", "LinkStats", "open_serial_port", "port_name"]
 
 
 class LinkError(TransportError):
     """The port, the link or the board failed: not openable, a loopback, not a kindling board, a refused request."""
+
+
+class LinkRefused(LinkError):
+    """The board answered a request with a refusal (:attr:`status`: ``BAD_OP``, ``BAD_LENGTH``, ``BAD_ADDRESS``)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class LinkTimeout(LinkError):
@@ -218,6 +226,7 @@ class SerialBackend(Transport):
         self.stats = LinkStats()
         self._seq = 0
         self._heard = False           # a byte has come since the current attempt's request was sent
+        self._write_pix: bool | None = None   # the board has WRITE_PIX (None: not asked yet)
         try:
             self._identify(config)
         except BaseException:
@@ -428,8 +437,8 @@ class SerialBackend(Transport):
                 raise LinkError(f"{self.port_name}: the {op.name} request came back unchanged: the port echoes "
                                 f"what is sent (a loopback or a terminal), not a kindling board")
             if st != P.LinkStatus.OK:
-                raise LinkError(f"{self.port_name}: the board refused {op.name} addr={addr:#x} length={length}: "
-                                f"{st.name if st else f'status {ev.status:#04x}'}")
+                raise LinkRefused(f"{self.port_name}: the board refused {op.name} addr={addr:#x} length={length}: "
+                                  f"{st.name if st else f'status {ev.status:#04x}'}", ev.status)
             if ev.duplicate:
                 self.stats.duplicates += 1
             expect = P.answer_length(op, length)
@@ -454,6 +463,35 @@ class SerialBackend(Transport):
         for off in range(0, len(data), step):
             chunk = data[off:off + step]
             self._transact(P.Op.WRITE_MEM, addr_words + off // self.word_bytes, len(chunk), chunk)
+
+    @property
+    def has_write_pix(self) -> bool:
+        """The board executes ``WRITE_PIX`` (protocol 1.1 and built with it): asked once with a ``WRITE_PIX``
+        of length 0, which a board with the op refuses as ``BAD_LENGTH`` and one without as ``BAD_OP``; no
+        payload follows either way."""
+        if self._write_pix is None:
+            self._write_pix = False
+            if (self.info["version_major"], self.info["version_minor"]) >= (1, 1) and self.word_bytes > P.PIXEL_BYTES:
+                try:
+                    self._transact(P.Op.WRITE_PIX, 0, 0)
+                except LinkRefused as e:
+                    self._write_pix = e.status == P.LinkStatus.BAD_LENGTH
+        return self._write_pix
+
+    def write_pixels(self, addr_words: int, pixels: bytes) -> None:
+        """``WRITE_PIX`` frames of :data:`~hw.link.protocol.MAX_PIX_PAYLOAD` bytes (whole pixels); on a board
+        without the op, the words (:meth:`sw.transport.Transport.write_pixels`)."""
+        pixels = bytes(pixels)
+        if not self.has_write_pix:
+            super().write_pixels(addr_words, pixels)
+            return
+        if len(pixels) % P.PIXEL_BYTES:
+            raise TransportError(f"{len(pixels)} bytes is not a whole number of {P.PIXEL_BYTES}-byte pixels")
+        self._check_range(addr_words, len(pixels) // P.PIXEL_BYTES)
+        step = P.MAX_PIX_PAYLOAD
+        for off in range(0, len(pixels), step):
+            chunk = pixels[off:off + step]
+            self._transact(P.Op.WRITE_PIX, addr_words + off // P.PIXEL_BYTES, len(chunk), chunk)
 
     def read_mem(self, addr_words: int, n_words: int) -> bytes:
         self._check_range(addr_words, n_words)

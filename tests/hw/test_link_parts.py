@@ -81,18 +81,25 @@ def test_byte_receiver_cuts_after_the_timeout_and_on_a_break():
     sim.run()
 
 
-@pytest.mark.parametrize("word_bytes,mem_words", [(8, 1 << 16), (2, 300)])
-def test_request_checker_matches_the_spec(word_bytes, mem_words):
-    rng = np.random.default_rng(word_bytes)
+@pytest.mark.parametrize("word_bytes,mem_words,write_pix", [(8, 1 << 16, False), (2, 300, False), (4, 1 << 23, True),
+                                                             (8, 300, True)])
+def test_request_checker_matches_the_spec(word_bytes, mem_words, write_pix):
+    rng = np.random.default_rng(word_bytes + write_pix)
     ops = [o.value for o in P.Op] + [0, 0x7F, 0xFF]
     headers = []
     for _ in range(300):
         length = int(rng.choice([0, 4, 8, word_bytes, 3 * word_bytes, P.MAX_PAYLOAD, P.MAX_PAYLOAD + word_bytes,
-                                 4 * P.MAX_READ_REGS, 4 * P.MAX_READ_REGS + 4, int(rng.integers(0, 1 << 16))]))
+                                 4 * P.MAX_READ_REGS, 4 * P.MAX_READ_REGS + 4, int(rng.integers(0, 1 << 16)),
+                                 3, 4095, 4098, 3 * int(rng.integers(1, 1366)), 3 * int(rng.integers(1, 1366)) + 1,
+                                 3 * int(rng.integers(1, 1 << 14))]))
         addr = int(rng.choice([0, 1, P.CSR_REGS - 1, P.CSR_REGS, mem_words - 1, mem_words,
-                               int(rng.integers(0, 1 << 32))]))
+                               int(rng.integers(0, 1 << 32)), max(0, mem_words - int(rng.integers(0, 1400)))]))
         headers.append((int(rng.choice(ops)), addr, length))
-    dut = RequestChecker(word_bytes=word_bytes, mem_words=mem_words)
+    # WRITE_PIX at the edges: one pixel, the largest payload, the memory's last words, a byte too many.
+    headers += [(P.Op.WRITE_PIX.value, a, n) for a, n in (
+        (0, 3), (mem_words - 1, 3), (mem_words - 1, 6), (mem_words, 3), (0, 4095), (0, 4096), (0, 4098),
+        (max(0, mem_words - 1365), 4095), (max(0, mem_words - 1364), 4095), (7, 0), (7, 3 * 300 + 2))]
+    dut = RequestChecker(word_bytes=word_bytes, mem_words=mem_words, write_pix=write_pix)
     mismatches = []
 
     async def bench(ctx):
@@ -102,13 +109,13 @@ def test_request_checker_matches_the_spec(word_bytes, mem_words):
             ctx.set(dut.sample, 1)
             await ctx.tick()
             ctx.set(dut.sample, 0)
-            want = P.check_request(op, addr, length, word_bytes=word_bytes, mem_words=mem_words)
+            want = P.check_request(op, addr, length, word_bytes=word_bytes, mem_words=mem_words, write_pix=write_pix)
             got = ctx.get(dut.status)
             if got != want or not ctx.get(dut.crc_ok):
                 mismatches.append((op, addr, length, got, want))
             flags = ctx.get(dut.op)
             for o in P.Op:
-                if getattr(flags, o.name.lower()) != (op == o.value):
+                if getattr(flags, o.name.lower()) != (op == o.value and (o != P.Op.WRITE_PIX or write_pix)):
                     mismatches.append((op, addr, length, f"op flag {o.name}"))
         ctx.set(dut.crc_match, 0)
         ctx.set(dut.sample, 1)
@@ -120,5 +127,10 @@ def test_request_checker_matches_the_spec(word_bytes, mem_words):
     sim.add_testbench(bench)
     sim.run()
     assert not mismatches, f"{len(mismatches)} mismatches (op, addr, length, got, expected): {mismatches[:5]}"
-    statuses = {P.check_request(o, a, n, word_bytes=word_bytes, mem_words=mem_words) for o, a, n in headers}
+    statuses = {P.check_request(o, a, n, word_bytes=word_bytes, mem_words=mem_words, write_pix=write_pix)
+                for o, a, n in headers}
     assert len(statuses) == 4, f"the random headers did not reach every outcome: {statuses}"
+    if write_pix:
+        pix = {P.check_request(o, a, n, word_bytes=word_bytes, mem_words=mem_words, write_pix=True)
+               for o, a, n in headers if o == P.Op.WRITE_PIX}
+        assert len(pix) == 3, f"the random WRITE_PIX headers did not reach every outcome: {pix}"

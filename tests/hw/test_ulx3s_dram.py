@@ -142,3 +142,44 @@ def test_registers_split_between_board_and_engine():
     sim.run_until(2e-4)
     assert seen["engine_writes"] == [(Reg.SCRATCH, 77)], seen
     assert seen["engine_reads"] == [Reg.ID, Reg.STATUS, Reg.SCRATCH], seen
+
+
+def test_run_link_counters_count_during_a_run_only():
+    """RUN_LINK_WORDS/BYTES: strobes counted while busy, cleared when a run starts, held after it."""
+    dut = DramRegisters()
+    rng = random.Random(11)
+    plan = []    # (busy, word, byte) per cycle: idle traffic, a run with traffic, idle traffic, a second run
+    for busy, n in ((0, 50), (1, 300), (0, 80), (1, 120), (0, 40)):
+        plan += [(busy, rng.random() < 0.3, rng.random() < 0.6) for _ in range(n)]
+    runs = [[0, 0], [0, 0]]
+    k = -1
+    for i, (busy, word, byte) in enumerate(plan):
+        if busy and (i == 0 or not plan[i - 1][0]):
+            k += 1
+        if busy:
+            runs[k][0] += word
+            runs[k][1] += byte
+    seen = []
+
+    async def bench(ctx):
+        async def read(addr):
+            ctx.set(dut.csr.addr, addr)
+            ctx.set(dut.csr.r_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.csr.r_stb, 0)
+            return ctx.get(dut.csr.r_data)
+
+        for i, (busy, word, byte) in enumerate(plan):
+            ctx.set(dut.busy, busy)
+            ctx.set(dut.link_word, word)
+            ctx.set(dut.link_byte, byte)
+            await ctx.tick()
+            if not busy and i + 1 < len(plan) and plan[i + 1][0] or i + 1 == len(plan):
+                seen.append((await read(DramReg.RUN_LINK_WORDS), await read(DramReg.RUN_LINK_BYTES)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # Read before the second run (the first run's counts, held through idle traffic) and at the end.
+    assert seen == [(0, 0), tuple(runs[0]), tuple(runs[1])], (seen, runs)
