@@ -477,13 +477,13 @@ def write_span(config: EngineConfig, op: Opcode, c) -> tuple[int, int]:
 
 
 def buffer_regions(config: EngineConfig, op: Opcode, c) -> list[tuple[int, int]]:
-    """The activation-buffer words ``[lo, hi)`` a command uses: its band, and FIRE's squeeze output. The
-    next command's load waits while the band it writes meets one of them."""
-    lo = c.load.ibuf
-    regions = [(lo, lo + load_words(op, c))]
+    """The activation-buffer words ``[lo, hi)`` a command reads while the next command's load may run
+    beside it: its band; for FIRE only its squeeze output (no load runs beside its squeeze, the only reader
+    of its band). The next command's load waits while the band it writes meets one of them."""
     if op == Opcode.FIRE:
-        regions.append((c.sq_ibuf, c.sq_ibuf + c.in_h * c.in_w * _cdiv(c.squeeze, config.rows)))
-    return regions
+        return [(c.sq_ibuf, c.sq_ibuf + c.in_h * c.in_w * _cdiv(c.squeeze, config.rows))]
+    lo = c.load.ibuf
+    return [(lo, lo + load_words(op, c))]
 
 
 def check_command(config: EngineConfig, raw: bytes) -> ErrorCode:

@@ -31,8 +31,9 @@ class Sequencer(wiring.Component):
     slot (``exec_cmd``, ``exec_products``, ``conv_stage``), still runs ``conv``, ``store`` or ``gap``. The
     load starts only when no hazard holds between N+1 and N (checked here, in hardware):
 
-    * the buffer band N+1's load writes meets a buffer region N still reads (its band, FIRE's squeeze);
-    * N is a FIRE before the end of its squeeze (which writes the buffer);
+    * the buffer band N+1's load writes meets a buffer region N still reads (its band; a FIRE's squeeze
+      output, its band being dead after its squeeze);
+    * N is a FIRE before the end of its squeeze (which reads its band and writes the buffer);
     * the memory N+1's load reads meets the memory N writes (the fence);
     * N+1's load pools (it reads the buffer) and the buffer has one read port (``ibuf_read_ports``).
 
@@ -103,8 +104,10 @@ class Sequencer(wiring.Component):
         # front waits they only ever clear).
         reg = self.regions
         hazard = Signal()
+        # A FIRE reads its band only in its squeeze, which no load runs beside: then only its squeeze output
+        # (which its expands read) is live.
         m.d.sync += hazard.eq(exec_valid & (
-            _meet(reg.band_lo, reg.band_hi, exec_regions.band_lo, exec_regions.band_hi)
+            (~exec_regions.fire & _meet(reg.band_lo, reg.band_hi, exec_regions.band_lo, exec_regions.band_hi))
             | _meet(reg.band_lo, reg.band_hi, exec_regions.sq_lo, exec_regions.sq_hi)
             | sq_pending
             | _meet(reg.rd_lo, reg.rd_hi, exec_regions.wr_lo, exec_regions.wr_hi)
