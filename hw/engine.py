@@ -86,7 +86,8 @@ class Engine(wiring.Component):
         m.submodules.out = outp = OutputPath(cfg)
         m.submodules.store = store = StoreUnit(cfg)
         m.submodules.gap = gap = GapUnit(cfg)
-        m.submodules.arb = arb = MemArbiter(n=4, word_bytes=R, addr_bits=A)
+        # The band load runs beside a command's convolution: it takes the memory cycles the others leave.
+        m.submodules.arb = arb = MemArbiter(n=4, word_bytes=R, addr_bits=A, background=1)
         wiring.connect(m, wiring.flipped(self.mem), arb.o)
         wiring.connect(m, load.mem, arb.i1)
         wiring.connect(m, conv.wmem, arb.i2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.isa import CMD_BYTES, Opcode, buffer_regions, pack_command, unpack_command
+from hw.isa import CMD_BYTES, Opcode, buffer_regions, pack_command, unpack_command, write_span
 from hw.layout import cdiv, pack_conv_blob
 from quant.quantize import QDualConv, QMaxPool
 
@@ -23,12 +23,21 @@ class _Emission:
     """Operations -> steps and weight blobs (a part of :class:`~sw.compiler.compile._Compiler`)."""
 
     #: A Fire layer's first band is this fraction of its largest (:meth:`_bands`).
+    #: A Fire layer whose first band's load would wait for the previous command (it reads what that one
+    #: writes, or its buffer regions) and read more than LEAD_MIN_LOAD words starts with a band of a
+    #: FIRE_LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
+    #: and each band's computation hides the next band's load. Below that, the extra bands' squeeze halo
+    #: and pipeline fills cost more than the wait.
     FIRE_LEAD = 4
+    LEAD_GROWTH = 2.5
+    LEAD_MIN_LOAD = 16_000
+    GAP_CHUNKS = 16
 
     def emit(self, ops: list[_Op], blob_base: int) -> tuple[list[Step], list[tuple[int, np.ndarray]]]:
         self._blob_top = blob_base
         self._blobs = []
         self._live = []  # the buffer regions the previous command reads while the next one loads
+        self._writes = (0, 0)  # the memory the previous command writes
         steps = []
         emit = {"conv": self._emit_conv, "fire": self._emit_fire, "pool": self._emit_pool, "gap": self._emit_gap}
         for op in ops:
@@ -99,8 +108,19 @@ class _Emission:
 
     def _placed(self, cmd: bytes) -> bytes:
         """Note an emitted command's live buffer regions (for the next :meth:`_place`); return it."""
-        self._live = buffer_regions(self.cfg, *unpack_command(cmd))
+        op, c = unpack_command(cmd)
+        self._live = buffer_regions(self.cfg, op, c)
+        self._writes = write_span(self.cfg, op, c)
         return cmd
+
+    def _load_waits(self, load: dict, band_words: int) -> bool:
+        """Would a band load wait for the previous command: it reads memory that one writes, or no place in
+        the buffer avoids that one's live regions?"""
+        lo, n = self._load_span(load)
+        w_lo, w_hi = self._writes
+        base = self._place(band_words)
+        return (lo < w_hi and w_lo < lo + n) or any(base < hi and lo_ < base + band_words
+                                                     for lo_, hi in self._live)
 
     def _bands(self, layer: str, out_h: int, rows_for, budget_words: int | None, words_per_row: int, what: str,
                lead: int = 0):
@@ -123,8 +143,15 @@ class _Emission:
         bands = []
         y = 0
         if lead and out_h > best // lead > 0:
-            bands.append((0, best // lead))
-            y = best // lead
+            # Growing bands: each at most LEAD_GROWTH times the one before, whose computation hides its load.
+            n = best // lead
+            while y < out_h and n < best:
+                n = min(n, out_h - y)
+                bands.append((y, n))
+                y += n
+                n = int(n * self.LEAD_GROWTH)
+            if y == out_h:
+                return bands
         nb = cdiv(out_h - y, best)
         size = cdiv(out_h - y, nb)
         while y < out_h:
@@ -291,8 +318,12 @@ class _Emission:
         def rows_for(n):
             return min(n + 2, h)
 
-        bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band",
-                            lead=self.FIRE_LEAD)
+        bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band")
+        first_rows = min(bands[0][1] + 1, h)
+        first_load, first_words = self._load_spec(src, 0, first_rows, pool)
+        if first_words > self.LEAD_MIN_LOAD and self._load_waits(first_load, first_rows * w * cin_cb):
+            bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band",
+                                lead=self.FIRE_LEAD)
         steps = []
         macs_row = w * (sq.out_channels * sq.in_channels + e1.out_channels * e1.in_channels
                         + e3.out_channels * e3.in_channels * 9)
@@ -354,7 +385,9 @@ class _Emission:
         if not np.array_equal(src.lanes, np.arange(src.channels)) or out.offset != 0:
             raise CompileError(node.name, "averaging a tensor stored with gaps between its channels")
         per = cfg.ibuf_depth // (src.h * src.w)
-        per = (cfg.ibuf_depth // 2) // (src.h * src.w) or per
+        # Short chunks (GAP_CHUNKS at least): the first load, which waits for the layer before, is short,
+        # and each chunk's average (a word a cycle, as its load) hides the next chunk's load.
+        per = min((cfg.ibuf_depth // 2) // (src.h * src.w), cdiv(cb, self.GAP_CHUNKS)) or per
         if per == 0:
             raise CompileError(node.name, f"a {src.h}x{src.w} map does not fit the buffer for averaging")
         steps = []
