@@ -19,10 +19,13 @@ class MemArbiter(wiring.Component):
     which come back in order, are routed by it. Writes need no answer.
     Initiators must accept their answers (``rsp.ready``) whenever they have
     reads outstanding; every initiator in this engine reserves room first.
+    The ``background`` initiator (an index, or None) is granted only in cycles no other one requests.
     """
 
-    def __init__(self, *, n: int, word_bytes: int, addr_bits: int, max_reads: int = 32):
+    def __init__(self, *, n: int, word_bytes: int, addr_bits: int, max_reads: int = 32,
+                 background: int | None = None):
         self._n = n
+        self._background = background
         self._max_reads = max_reads
         sig = MemPortSignature(word_bytes, addr_bits)
         members = {f"i{k}": In(sig) for k in range(n)}
@@ -40,6 +43,12 @@ class MemArbiter(wiring.Component):
 
         ptr = Signal(range(n))
         eligible = [p.req.valid & (p.req.payload.write | tags.w_stream.ready) for p in ports]
+        if self._background is not None:
+            others = [e for k, e in enumerate(eligible) if k != self._background]
+            busy = others[0]
+            for e in others[1:]:
+                busy = busy | e
+            eligible[self._background] = eligible[self._background] & ~busy
         grant = Signal(range(n))
         any_req = Signal()
         # Priority from the pointer round the ring.

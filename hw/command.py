@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .conv import ConvOp
 from .isa import (
+    ADDR_BITS,
     CB_BITS,
     CMD_BITS,
     DIM_BITS,
@@ -29,7 +30,8 @@ from .load import LoadOp
 from .readout import GapOp, StoreOp
 from .util import SerialMultiplier
 
-__all__ = ["CommandProducts", "CommandChecker", "MicroOpDecoder", "ProductsLayout"]
+__all__ = ["CommandProducts", "CommandChecker", "CommandRegions", "MicroOpDecoder", "ProductsLayout",
+           "RegionsLayout"]
 
 #: The products of a command (all unsigned).
 ProductsLayout = data.StructLayout({
@@ -41,6 +43,21 @@ ProductsLayout = data.StructLayout({
     "row_words": DIM_BITS + CB_BITS,            # words of a buffer row (pooled row, or conv input row)
     "squeeze_row_words": DIM_BITS + CB_BITS,    # FIRE: words of a squeeze output row
     "out_pixels": 2 * DIM_BITS,                 # output pixels of a band
+    "read_span": 2 * DIM_BITS + CB_BITS,        # memory words the load may read (hw.isa.load_read_span)
+    "write_span": 2 * DIM_BITS + CB_BITS + 1,   # memory words the command may write (hw.isa.write_span)
+})
+
+#: Where a command works, for the sequencer's hazard checks between it and the next command's load:
+#: activation-buffer regions and memory spans, each ``[lo, hi)`` (``hw.isa.buffer_regions``,
+#: ``load_read_span``, ``write_span``).
+_SPAN = 2 * DIM_BITS + CB_BITS + 2
+RegionsLayout = data.StructLayout({
+    "band_lo": _SPAN, "band_hi": _SPAN,     # the band the load writes (and the command then reads)
+    "sq_lo": _SPAN, "sq_hi": _SPAN,         # FIRE's squeeze output (empty for the others)
+    "rd_lo": ADDR_BITS, "rd_hi": _SPAN + ADDR_BITS - 2 * DIM_BITS,  # memory the load reads
+    "wr_lo": ADDR_BITS, "wr_hi": _SPAN + ADDR_BITS - 2 * DIM_BITS,  # memory the command writes
+    "fire": 1,                              # it writes the buffer (its squeeze): no load beside that
+    "pool": 1,                              # its load reads the buffer (pool on load)
 })
 
 
@@ -83,6 +100,8 @@ class CommandProducts(wiring.Component):
         cmd = _Views(m, self.cmd, self._cfg.rows)
         ld, fire, conv, out = cmd.load, cmd.fire, cmd.conv, self.products
         is_fire = cmd.opcode == Opcode.FIRE
+        is_pool, is_gap = cmd.opcode == Opcode.POOL, cmd.opcode == Opcode.GAP
+        dst_pix = Mux(is_pool, cmd.pool.dst_pix, conv.dst_pix)
         products = [
             (out.src_pixels, ld.src_rows, ld.src_w),
             (out.src_words, out.src_pixels, ld.cb),
@@ -92,8 +111,11 @@ class CommandProducts(wiring.Component):
             (out.row_words, cmd.pooled_w, ld.cb),
             (out.squeeze_row_words, fire.in_w, cmd.squeeze_cb),
             (out.out_pixels, Mux(is_fire, fire.out_h, conv.out_h), Mux(is_fire, fire.in_w, conv.out_w)),
+            (out.read_span, out.src_pixels, Mux(ld.src_pix == 0, ld.cb, ld.src_pix)),
+            (out.write_span, Mux(is_gap, ld.cb, Mux(is_pool, out.pooled_pixels, out.out_pixels)),
+             Mux(is_gap, 1, Mux(is_fire, cmd.expand1_cb + cmd.expand3_cb, dst_pix))),
         ]
-        m.submodules.mul = mul = SerialMultiplier(2 * DIM_BITS, CB_BITS)
+        m.submodules.mul = mul = SerialMultiplier(2 * DIM_BITS, CB_BITS + 1)
         index = Signal(range(len(products)))
         started = Signal()
         with m.If(self.run), m.Switch(index):
@@ -109,6 +131,31 @@ class CommandProducts(wiring.Component):
                         else:
                             m.d.sync += index.eq(0)
                             m.d.comb += self.done.eq(1)
+        return m
+
+
+class CommandRegions(wiring.Component):
+    """Where ``cmd`` works (:data:`RegionsLayout`), from the command and its ``products`` (combinational)."""
+
+    def __init__(self, config: EngineConfig):
+        self._cfg = config
+        super().__init__({"cmd": In(CMD_BITS), "products": In(ProductsLayout), "regions": Out(RegionsLayout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd = _Views(m, self.cmd, self._cfg.rows)
+        ld, fv, products, o = cmd.load, cmd.fire, self.products, self.regions
+        is_fire = cmd.opcode == Opcode.FIRE
+        dst = Mux(is_fire, fv.dst, Mux(cmd.opcode == Opcode.POOL, cmd.pool.dst,
+                                       Mux(cmd.opcode == Opcode.GAP, cmd.gap.dst, cmd.conv.dst)))
+        m.d.comb += [
+            o.band_lo.eq(ld.ibuf), o.band_hi.eq(ld.ibuf + Mux(ld.pool, products.pooled_words, products.src_words)),
+            # Empty ranges are [0, 0): nothing starts below 0, so they meet nothing.
+            o.sq_lo.eq(Mux(is_fire, fv.sq_ibuf, 0)), o.sq_hi.eq(Mux(is_fire, fv.sq_ibuf + products.squeeze_words, 0)),
+            o.rd_lo.eq(ld.src), o.rd_hi.eq(ld.src + products.read_span),
+            o.wr_lo.eq(dst), o.wr_hi.eq(dst + products.write_span),
+            o.fire.eq(is_fire), o.pool.eq(ld.pool),
+        ]
         return m
 
 

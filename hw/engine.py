@@ -3,7 +3,7 @@
 The host writes a command list to memory and starts it through the registers
 (:class:`hw.isa.Reg`). For each command the sequencer (:class:`hw.sequencer.Sequencer`) fetches its 64 bytes,
 checks it (a bad command stops the list with an error code and the engine
-returns to idle, ready for the next start), then runs its micro-operations one
+returns to idle, ready for the next start), loads its band, then runs its micro-operations one
 after the other, each on its unit:
 
 ========  ===============================================================
@@ -14,8 +14,10 @@ POOL      load band through the max-pool  ->  store to memory
 GAP       load tensor  ->  per-channel average to memory
 ========  ===============================================================
 
-A micro-operation starts when the previous one has finished completely
-(including its last memory write), so every buffer dependency is honoured.
+Within a command, a micro-operation starts when the previous one has finished completely
+(including its last memory write). The next command's fetch, checks and band load run beside the
+command's micro-operations when the sequencer finds no hazard between the two (buffer regions, the
+FIRE squeeze's buffer writes, a memory fence, the buffer's read ports); otherwise its load waits.
 """
 
 from amaranth.hdl import Module, Mux, unsigned
@@ -25,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arbiter import MemArbiter
 from .bus import CsrSignature, MemPortSignature
-from .command import CommandChecker, CommandProducts, MicroOpDecoder
+from .command import CommandChecker, CommandProducts, CommandRegions, MicroOpDecoder
 from .conv import ConvUnit
 from .isa import EngineConfig
 from .load import LoadUnit
@@ -35,6 +37,14 @@ from .registers import RegisterFile
 from .sequencer import Sequencer
 
 __all__ = ["Engine"]
+
+
+def _or(values):
+    values = list(values)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
 
 
 class Engine(wiring.Component):
@@ -76,7 +86,8 @@ class Engine(wiring.Component):
         m.submodules.out = outp = OutputPath(cfg)
         m.submodules.store = store = StoreUnit(cfg)
         m.submodules.gap = gap = GapUnit(cfg)
-        m.submodules.arb = arb = MemArbiter(n=4, word_bytes=R, addr_bits=A)
+        # The band load runs beside a command's convolution: it takes the memory cycles the others leave.
+        m.submodules.arb = arb = MemArbiter(n=4, word_bytes=R, addr_bits=A, background=1)
         wiring.connect(m, wiring.flipped(self.mem), arb.o)
         wiring.connect(m, load.mem, arb.i1)
         wiring.connect(m, conv.wmem, arb.i2)
@@ -86,13 +97,20 @@ class Engine(wiring.Component):
         m.submodules.ibuf = ibuf = Memory(shape=unsigned(8 * R), depth=cfg.ibuf_depth, init=[])
         ib_r = ibuf.read_port()
         ib_w = ibuf.write_port()
-        for u in (load, conv, store, gap):
+        readers = [conv, store, gap]
+        if cfg.ibuf_read_ports == 2:
+            # The load unit's own read port (pool on load), so a pooling load runs beside a convolution.
+            ib_lr = ibuf.read_port()
+            m.d.comb += [ib_lr.addr.eq(load.ib_raddr), ib_lr.en.eq(load.ib_ren), load.ib_rdata.eq(ib_lr.data)]
+        else:
+            readers.append(load)  # the sequencer keeps a pooling load from running beside another unit
+        for u in readers:
             m.d.comb += u.ib_rdata.eq(ib_r.data)
-        # Exactly one unit runs at a time, so the ports are OR-ed together: idle units drive zeros.
+        # One reader reads at a time, so the port's inputs are OR-ed together: a reader not reading drives zeros.
+        # The buffer is written by the load or by the output path (FIRE's squeeze), never both at once.
         m.d.comb += [
-            ib_r.addr.eq(Mux(load.busy, load.ib_raddr, 0) | Mux(conv.busy, conv.ib_raddr, 0)
-                         | Mux(store.busy, store.ib_raddr, 0) | Mux(gap.busy, gap.ib_raddr, 0)),
-            ib_r.en.eq(load.ib_ren | conv.ib_ren | store.ib_ren | gap.ib_ren),
+            ib_r.addr.eq(_or(Mux(u.ib_ren, u.ib_raddr, 0) for u in readers)),
+            ib_r.en.eq(_or(u.ib_ren for u in readers)),
             ib_w.addr.eq(Mux(load.ib_we, load.ib_waddr, outp.ib_addr)),
             ib_w.data.eq(Mux(load.ib_we, load.ib_wdata, outp.ib_data)),
             ib_w.en.eq(load.ib_we | outp.ib_we),
@@ -119,16 +137,21 @@ class Engine(wiring.Component):
 
         m.submodules.products = products = CommandProducts(cfg)
         m.submodules.checker = checker = CommandChecker(cfg)
+        m.submodules.regions = regions = CommandRegions(cfg)
+        # Two decoders: the front command's load, the executing command's other units.
+        m.submodules.load_decoder = load_decoder = MicroOpDecoder(cfg)
         m.submodules.decoder = decoder = MicroOpDecoder(cfg)
         m.d.comb += [products.cmd.eq(seq.cmd), products.run.eq(seq.products_run),
-                     seq.products_done.eq(products.done),
+                     seq.products_done.eq(products.done), seq.products.eq(products.products),
                      checker.cmd.eq(seq.cmd), checker.products.eq(products.products),
                      checker.sample.eq(seq.check_sample), checker.encode.eq(seq.check_encode),
                      seq.check_error.eq(checker.error),
-                     decoder.cmd.eq(seq.cmd), decoder.products.eq(products.products),
+                     regions.cmd.eq(seq.cmd), regions.products.eq(products.products), seq.regions.eq(regions.regions),
+                     load_decoder.cmd.eq(seq.cmd), load_decoder.products.eq(products.products),
+                     load.op.eq(load_decoder.load),
+                     decoder.cmd.eq(seq.exec_cmd), decoder.products.eq(seq.exec_products),
                      decoder.conv_stage.eq(seq.conv_stage),
-                     load.op.eq(decoder.load), conv.op.eq(decoder.conv), store.op.eq(decoder.store),
-                     gap.op.eq(decoder.gap)]
+                     conv.op.eq(decoder.conv), store.op.eq(decoder.store), gap.op.eq(decoder.gap)]
 
         # The units' handshakes (the units' start and busy are their own ports, not an interface).
         for name, unit in (("load", load), ("conv", conv), ("store", store), ("gap", gap)):

@@ -35,6 +35,7 @@ __all__ = [
     "Opcode", "ErrorCode", "Reg", "Ctrl", "Status",
     "LoadSpec", "ConvCmd", "FireCmd", "PoolCmd", "GapCmd", "COMMAND_LAYOUTS",
     "pack_command", "unpack_command", "PROFILE_RECORD_BYTES", "PROFILE_FIELDS", "check_command", "load_words",
+    "load_read_span", "write_span", "buffer_regions", "CONFIG0_READ_PORTS_BIT",
     "MAX_KERNEL", "MAX_STRIDE", "MAX_DILATION", "MAX_PAD", "ACC_BITS", "INT8_MIN", "INT8_MAX", "WEIGHT_MAX",
     "MULT_BITS", "M0_BITS",
     "SHIFT_BITS", "MAX_SHIFT",
@@ -60,7 +61,7 @@ MAX_SHIFT = (1 << SHIFT_BITS) - 1
 #: Identification register value: ASCII "KNDL".
 ENGINE_ID = 0x4B4E444C
 #: Bumped whenever the command set or the register map changes: (major, minor).
-VERSION = (1, 1)  # 1.1: kernels up to 7x7, strides up to 4
+VERSION = (1, 2)  # 1.1: kernels up to 7x7, strides up to 4; 1.2: loads overlap the previous command
 
 CMD_BITS = 512
 CMD_BYTES = CMD_BITS // 8
@@ -76,11 +77,13 @@ MAX_KERNEL = 7
 MAX_STRIDE = 4
 MAX_DILATION = 7
 MAX_PAD = 7
+#: CONFIG0 bit that says the activation buffer has a second read port (EngineConfig.ibuf_read_ports == 2).
+CONFIG0_READ_PORTS_BIT = 31
 
 #: The fields of the per-command profiling record, each a little-endian u32, in order:
 #: where a command's cycles went (the layout is :data:`ProfileRecord`).
 PROFILE_FIELDS = (
-    "cycles",        # from the fetch of the command to the end of its last write
+    "cycles",        # from the end of the previous command (or START) to the end of this one's last write
     "active",        # cycles in which an activation vector entered the array
     "load",          # cycles of the band load (and pool-on-load)
     "op0",           # first micro-op after the load: CONV's convolution, FIRE's squeeze, POOL's store, GAP's average
@@ -145,6 +148,10 @@ class EngineConfig:
         Width of a word address on the memory port.
     pool_max_cb : int
         Most channel blocks a max-pool-on-load can handle (its line state).
+    ibuf_read_ports : int
+        Read ports of the activation buffer: 2 gives the load unit its own, so a pooling band load
+        overlaps the previous command's convolution (twice the buffer's block RAM); with 1 only copying
+        loads overlap.
     """
 
     rows: int = 8
@@ -153,6 +160,7 @@ class EngineConfig:
     acc_depth: int = 512
     mem_addr_bits: int = 24
     pool_max_cb: int = 64
+    ibuf_read_ports: int = 2
 
     def __post_init__(self):
         if not (isinstance(self.rows, int) and 2 <= self.rows <= 64 and _is_pow2(self.rows)):
@@ -170,6 +178,8 @@ class EngineConfig:
             raise ValueError(f"mem_addr_bits must be in [8, {ADDR_BITS}], got {self.mem_addr_bits!r}")
         if not (_is_pow2(self.pool_max_cb) and 1 <= self.pool_max_cb <= 1 << CB_BITS):
             raise ValueError(f"pool_max_cb must be a power of two in [1, 256], got {self.pool_max_cb!r}")
+        if self.ibuf_read_ports not in (1, 2):
+            raise ValueError(f"ibuf_read_ports must be 1 or 2, got {self.ibuf_read_ports!r}")
 
     # Derived sizes, in memory words.
     @property
@@ -210,13 +220,15 @@ class EngineConfig:
 
     def config_words(self) -> tuple[int, int, int]:
         """The values of the CONFIG0..CONFIG2 registers: what the driver checks."""
-        c0 = self.rows | (self.cols << 8) | (self.mem_addr_bits << 16) | (int(math.log2(self.pool_max_cb)) << 24)
+        c0 = (self.rows | (self.cols << 8) | (self.mem_addr_bits << 16) | (int(math.log2(self.pool_max_cb)) << 24)
+              | ((self.ibuf_read_ports - 1) << CONFIG0_READ_PORTS_BIT))
         return c0, self.ibuf_depth, self.acc_depth
 
     @classmethod
     def from_config_words(cls, c0: int, c1: int, c2: int) -> EngineConfig:
         return cls(rows=c0 & 0xFF, cols=(c0 >> 8) & 0xFF, mem_addr_bits=(c0 >> 16) & 0xFF,
-                   pool_max_cb=1 << ((c0 >> 24) & 0xFF), ibuf_depth=c1, acc_depth=c2)
+                   pool_max_cb=1 << ((c0 >> 24) & 0x1F), ibuf_depth=c1, acc_depth=c2,
+                   ibuf_read_ports=1 + ((c0 >> CONFIG0_READ_PORTS_BIT) & 1))
 
 
 class Opcode(enum.Enum, shape=4):
@@ -257,7 +269,8 @@ class RegisterSpec:
 REGISTERS = (
     RegisterSpec("ID", 0, "R", "ENGINE_ID"),
     RegisterSpec("VERSION", 1, "R", "major << 16 | minor"),
-    RegisterSpec("CONFIG0", 2, "R", "rows | cols << 8 | mem_addr_bits << 16 | log2(pool_max_cb) << 24"),
+    RegisterSpec("CONFIG0", 2, "R", "rows | cols << 8 | mem_addr_bits << 16 | log2(pool_max_cb) << 24 "
+                 "| (ibuf_read_ports - 1) << 31"),
     RegisterSpec("CONFIG1", 3, "R", "ibuf_depth (words)"),
     RegisterSpec("CONFIG2", 4, "R", "acc_depth (pixels per bank)"),
     RegisterSpec("CTRL", 5, "W", "Ctrl bits (self-clearing strobes)"),
@@ -445,6 +458,36 @@ def load_words(op: Opcode, c) -> int:
         return ld.src_rows * ld.src_w * ld.cb
     h, w = (c.out_h, c.out_w) if op == Opcode.POOL else (c.in_h, c.in_w)
     return h * w * ld.cb
+
+
+def load_read_span(c) -> tuple[int, int]:
+    """The memory words ``[lo, hi)`` a command's band load may read (the memory fence's side of the next
+    command): ``src_rows * src_w`` pixels at the pixel stride (a bound: the last pixel's tail is unread)."""
+    ld = c.load
+    return ld.src, ld.src + ld.src_rows * ld.src_w * (ld.src_pix or ld.cb)
+
+
+def write_span(config: EngineConfig, op: Opcode, c) -> tuple[int, int]:
+    """The memory words ``[lo, hi)`` a command may write (``write_words``: its output pixels at the
+    output pixel stride); the next command's load waits while its :func:`load_read_span` meets it."""
+    R = config.rows
+    if op == Opcode.CONV:
+        return c.dst, c.dst + c.out_h * c.out_w * c.dst_pix
+    if op == Opcode.FIRE:
+        return c.dst, c.dst + c.out_h * c.in_w * (_cdiv(c.expand1, R) + _cdiv(c.expand3, R))
+    if op == Opcode.POOL:
+        return c.dst, c.dst + c.out_h * c.out_w * c.dst_pix
+    return c.dst, c.dst + c.load.cb
+
+
+def buffer_regions(config: EngineConfig, op: Opcode, c) -> list[tuple[int, int]]:
+    """The activation-buffer words ``[lo, hi)`` a command reads while the next command's load may run
+    beside it: its band; for FIRE only its squeeze output (no load runs beside its squeeze, the only reader
+    of its band). The next command's load waits while the band it writes meets one of them."""
+    if op == Opcode.FIRE:
+        return [(c.sq_ibuf, c.sq_ibuf + c.in_h * c.in_w * _cdiv(c.squeeze, config.rows))]
+    lo = c.load.ibuf
+    return [(lo, lo + load_words(op, c))]
 
 
 def check_command(config: EngineConfig, raw: bytes) -> ErrorCode:

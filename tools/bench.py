@@ -1,7 +1,9 @@
 """`make bench`: cycles, MAC utilization and simulator speed, for docs/BENCHMARKS.md.
 
 1. SqueezeNet 1.1's eight Fire modules, each alone at its real size (as `make sim`).
-2. Whole SqueezeNet 1.1 on coco_cat.jpg: per-layer table, every layer checked against the golden model.
+2. Whole SqueezeNet 1.1 on coco_cat.jpg: per-layer table (each layer run alone), every layer checked against
+   the golden model; then the whole program in one run (one START, every command: band loads overlap
+   the previous command, across layers too), its cycles and utilization, every layer's output compared.
 3. Whole RFSong-779 on people_1.jpg (same), unless --skip-rfsong.
 4. Golden-model speed (tools.bench_golden): SqueezeNet 1.1 per inference, golden model and the
    per-layer-checked golden backend beside PyTorch float32 and int8 (QNNPACK), one thread.
@@ -18,7 +20,35 @@ import platform
 import sys
 import time
 
+import numpy as np
 import torch
+
+
+def whole_program(runner, x, cfg, clock_mhz: float) -> bool:
+    """The program in one run (one START, all its commands). The same run on the ISA interpreter
+    (``sw.isa_exec``) must leave every layer's output in memory word for word the same (a later layer may
+    reuse a dead tensor's memory, so it is what both left there), and the network's outputs must equal the
+    golden model's. Prints cycles, utilization and frames per second; returns whether all were exact."""
+    from quant import golden
+    from sw.backends.golden import GoldenBackend
+    from sw.driver import Driver
+    from sw.runtime import Session
+
+    g, p = runner.qgraph, runner.program
+    x_q = golden.quantize_input(x, g.qparams(g.inputs[0]))
+    names = list(dict.fromkeys(st.output for st in p.steps))
+    inf = runner.session.run_int8(x_q, read=names)
+    gold = Session(p, Driver(GoldenBackend(cfg, mem_words=p.mem_words), cfg)).run_int8(x_q, read=names)
+    bad = [n for n in names if not np.array_equal(inf.tensors[n], gold.tensors[n])]
+    reference = golden.run(g, x_q)
+    bad += [f"{n} (output)" for n in p.outputs if not np.array_equal(inf.tensors[n], reference[n])]
+    macs = sum(st.macs for st in p.steps)
+    cycles = inf.run.cycles
+    print(f"whole program in one run: {len(p.steps)} commands, {cycles:,} cycles, "
+          f"{macs / (cycles * cfg.macs_per_cycle):.1%} MAC utilization, {clock_mhz * 1e6 / cycles:.1f} frames/s "
+          f"at {clock_mhz:g} MHz; memory as the ISA interpreter left it for {len(names)} layer outputs, "
+          f"outputs as the golden model: " + ("bit-exact" if not bad else f"DIFFER: {', '.join(bad)}"), flush=True)
+    return not bad
 
 
 def main(argv=None) -> int:
@@ -56,12 +86,13 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         with Runner(net, "verilator", cfg, check=True, clock_mhz=args.clock) as r:
             res = r.run_float(x)
+            print(res.report.table())
+            whole_ok = whole_program(r, x, cfg, args.clock)
             sim_report = r.transport.report()
-        print(res.report.table())
         print(f"simulator: {sim_report}; total wall time with setup {time.monotonic() - t0:.1f} s")
         for p in res.report.save(f"{args.out}/{net}"):
             print(f"wrote {p}")
-        ok &= res.report.bit_exact is True
+        ok &= res.report.bit_exact is True and whole_ok
     if not args.skip_golden:
         from tools import bench_golden
 

@@ -131,7 +131,8 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # 16 bits wide, so each bank takes 2 * cols block RAMs whatever its depth up to 256: 2x8 would
         # need 32 of the 30 for the banks alone, 4x4 needs 16. SqueezeNet 1.1 needs ibuf_depth >= 2048
         # at 4 rows (fire3's 55-pixel row of 128 channels is 1760 words).
-        engine=EngineConfig(rows=4, cols=4, ibuf_depth=2048, acc_depth=256, mem_addr_bits=15, pool_max_cb=64),
+        engine=EngineConfig(rows=4, cols=4, ibuf_depth=2048, acc_depth=256, mem_addr_bits=15, pool_max_cb=64,
+                            ibuf_read_ports=1),  # one buffer read port: its block RAMs are short already
         mem_words=32768, storage="spram",   # the four SPRAMs: 128 KiB
         clk_hz=48_000_000, synth_opts="-dsp"),
     BoardSpec(

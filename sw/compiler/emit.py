@@ -1,10 +1,16 @@
-"""Emission: each operation as commands, band by band, with its weight blob."""
+"""Emission: each operation as commands, band by band, with its weight blob.
+
+A command's band is placed in the activation buffer away from the regions the previous command still
+reads (``hw.isa.buffer_regions``), so the engine can load it while the previous command computes (the
+sequencer checks the regions itself, and waits when they meet). Convolution, pool and average bands are
+sized for half the buffer where a row fits, so consecutive bands alternate halves; a FIRE band may fill the
+buffer but for its squeeze output, kept at the top: the next band's load only has to avoid that."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hw.isa import CMD_BYTES, Opcode, pack_command
+from hw.isa import CMD_BYTES, Opcode, buffer_regions, pack_command, unpack_command, write_span
 from hw.layout import cdiv, pack_conv_blob
 from quant.quantize import QDualConv, QMaxPool
 
@@ -16,9 +22,22 @@ from .program import MAX_CB, MAX_DIM, CompileError, Root, Step, TensorView
 class _Emission:
     """Operations -> steps and weight blobs (a part of :class:`~sw.compiler.compile._Compiler`)."""
 
+    #: A Fire layer's first band is this fraction of its largest (:meth:`_bands`).
+    #: A Fire layer whose first band's load would wait for the previous command (it reads what that one
+    #: writes, or its buffer regions) and read more than LEAD_MIN_LOAD words starts with a band of a
+    #: FIRE_LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
+    #: and each band's computation hides the next band's load. Below that, the extra bands' squeeze halo
+    #: and pipeline fills cost more than the wait.
+    FIRE_LEAD = 4
+    LEAD_GROWTH = 2.5
+    LEAD_MIN_LOAD = 16_000
+    GAP_CHUNKS = 16
+
     def emit(self, ops: list[_Op], blob_base: int) -> tuple[list[Step], list[tuple[int, np.ndarray]]]:
         self._blob_top = blob_base
         self._blobs = []
+        self._live = []  # the buffer regions the previous command reads while the next one loads
+        self._writes = (0, 0)  # the memory the previous command writes
         steps = []
         emit = {"conv": self._emit_conv, "fire": self._emit_fire, "pool": self._emit_pool, "gap": self._emit_gap}
         for op in ops:
@@ -71,8 +90,47 @@ class _Emission:
                 return a, len(words)
         raise AssertionError(addr)
 
-    def _bands(self, layer: str, out_h: int, rows_for, budget_words: int, words_per_row: int, what: str):
-        """Largest equal bands of output rows whose input fits ``budget_words``."""
+    def _budget(self, rows_for, words_per_row: int) -> int:
+        """The buffer words a layer's band may use: half the buffer where one output row's band fits it
+        (so consecutive commands alternate halves), else all of it."""
+        half = self.cfg.ibuf_depth // 2
+        return half if rows_for(1) * words_per_row <= half else self.cfg.ibuf_depth
+
+    def _place(self, words: int) -> int:
+        """Where the next command's band of ``words`` goes: the lowest of 0, the end of a live region of
+        the previous command or the top of the buffer that meets none of them (else 0: its load waits)."""
+        depth = self.cfg.ibuf_depth
+        for base in (0, *(hi for _, hi in self._live), depth - words):
+            if 0 <= base and base + words <= depth and not any(base < hi and lo < base + words
+                                                                for lo, hi in self._live):
+                return base
+        return 0
+
+    def _placed(self, cmd: bytes) -> bytes:
+        """Note an emitted command's live buffer regions (for the next :meth:`_place`); return it."""
+        op, c = unpack_command(cmd)
+        self._live = buffer_regions(self.cfg, op, c)
+        self._writes = write_span(self.cfg, op, c)
+        return cmd
+
+    def _load_waits(self, load: dict, band_words: int) -> bool:
+        """Would a band load wait for the previous command: it reads memory that one writes, or no place in
+        the buffer avoids that one's live regions?"""
+        lo, n = self._load_span(load)
+        w_lo, w_hi = self._writes
+        base = self._place(band_words)
+        return (lo < w_hi and w_lo < lo + n) or any(base < hi and lo_ < base + band_words
+                                                     for lo_, hi in self._live)
+
+    def _bands(self, layer: str, out_h: int, rows_for, budget_words: int | None, words_per_row: int, what: str,
+               lead: int = 0):
+        """Largest equal bands of output rows whose input fits ``budget_words`` (None: :meth:`_budget`).
+
+        With ``lead`` > 0 a first band of a ``lead``-th of the largest comes before them: the next layer's
+        first load, which waits while it reads rows this layer's last band writes, is short, and its
+        computation hides the next band's load."""
+        if budget_words is None:
+            budget_words = self._budget(rows_for, words_per_row)
         best = 0
         for n in range(1, out_h + 1):
             if rows_for(n) * words_per_row <= budget_words and rows_for(n) <= MAX_DIM:
@@ -82,10 +140,20 @@ class _Emission:
         if best == 0:
             raise CompileError(layer, f"{what}: one output row needs {rows_for(1) * words_per_row} buffer words, "
                                       f"the engine has {budget_words} (ibuf_depth={self.cfg.ibuf_depth})")
-        nb = cdiv(out_h, best)
-        size = cdiv(out_h, nb)
         bands = []
         y = 0
+        if lead and out_h > best // lead > 0:
+            # Growing bands: each at most LEAD_GROWTH times the one before, whose computation hides its load.
+            n = best // lead
+            while y < out_h and n < best:
+                n = min(n, out_h - y)
+                bands.append((y, n))
+                y += n
+                n = int(n * self.LEAD_GROWTH)
+            if y == out_h:
+                return bands
+        nb = cdiv(out_h - y, best)
+        size = cdiv(out_h - y, nb)
         while y < out_h:
             n = min(size, out_h - y)
             bands.append((y, n))
@@ -143,17 +211,18 @@ class _Emission:
         def rows_for(n):  # input rows of a band of n output rows that is not clipped by the image edges
             return min((n - 1) * sy + (kh - 1) * dil + 1, h_in)
 
-        bands = self._bands(node.name, h_out, rows_for, cfg.ibuf_depth, w_in * cin_cb, "convolution band")
+        bands = self._bands(node.name, h_out, rows_for, None, w_in * cin_cb, "convolution band")
         steps = []
         macs_row = w_out * cout * node.weight.shape[1] * node.kernel_size[0] * node.kernel_size[1]
         for bi, (oy0, n) in enumerate(bands):
             r_lo, r_hi = self._conv_input_rows(oy0, n, sy, pt, kh, dil, h_in)
-            load, read_words = self._load_spec(src if pool is None else self.views[op.src], r_lo, r_hi, pool)
-            cmd = pack_command(
+            ibuf = self._place((r_hi - r_lo) * w_in * cin_cb)
+            load, read_words = self._load_spec(src if pool is None else self.views[op.src], r_lo, r_hi, pool, ibuf)
+            cmd = self._placed(pack_command(
                 Opcode.CONV, load=load, in_h=r_hi - r_lo, in_w=w_in, kh=kh, kw=kw, sy=sy, sx=sx_eff, dil=dil,
                 pad_t=r_lo - (oy0 * sy - pt), pad_l=pl_eff, out_h=n, out_w=w_out, cout=cout,
                 quant=dict(zp_in=zp_pad, zp_out=node.zp_out, act_min=node.act_min, act_max=node.act_max),
-                wblob=wblob, dst=out.addr(oy0), dst_pix=out.pix)
+                wblob=wblob, dst=out.addr(oy0), dst_pix=out.pix))
             passes = cdiv(n * w_out, cfg.acc_depth)
             steps.append(Step(
                 layer=node.name, kind="conv", command=cmd, macs=n * macs_row,
@@ -196,16 +265,17 @@ class _Emission:
             def rows_for(n):
                 return min((n - 1) * sy + (kh - 1) * dil + 1, src.h)
 
-            bands = self._bands(node.name, h_out, rows_for, cfg.ibuf_depth, src.w * tile_cb, "depthwise band")
+            bands = self._bands(node.name, h_out, rows_for, None, src.w * tile_cb, "depthwise band")
             for bi, (oy0, n) in enumerate(bands):
                 r_lo, r_hi = self._conv_input_rows(oy0, n, sy, pt, kh, dil, src.h)
-                load, read_words = self._load_spec(view, r_lo, r_hi, None)
+                ibuf = self._place((r_hi - r_lo) * src.w * tile_cb)
+                load, read_words = self._load_spec(view, r_lo, r_hi, None, ibuf)
                 dst = out.addr(oy0) + c0 // R
-                cmd = pack_command(
+                cmd = self._placed(pack_command(
                     Opcode.CONV, load=load, in_h=r_hi - r_lo, in_w=src.w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil,
                     pad_t=r_lo - (oy0 * sy - pt), pad_l=pl, out_h=n, out_w=w_out, cout=c1 - c0,
                     quant=dict(zp_in=node.zp_in, zp_out=node.zp_out, act_min=node.act_min, act_max=node.act_max),
-                    wblob=wblob, dst=dst, dst_pix=out.pix)
+                    wblob=wblob, dst=dst, dst_pix=out.pix))
                 passes = cdiv(n * w_out, cfg.acc_depth)
                 steps.append(Step(
                     layer=node.name, kind="conv", command=cmd, macs=n * w_out * (c1 - c0) * kh * kw,
@@ -249,19 +319,28 @@ class _Emission:
             return min(n + 2, h)
 
         bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band")
+        first_rows = min(bands[0][1] + 1, h)
+        first_load, first_words = self._load_spec(src, 0, first_rows, pool)
+        if first_words > self.LEAD_MIN_LOAD and self._load_waits(first_load, first_rows * w * cin_cb):
+            bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band",
+                                lead=self.FIRE_LEAD)
         steps = []
         macs_row = w * (sq.out_channels * sq.in_channels + e1.out_channels * e1.in_channels
                         + e3.out_channels * e3.in_channels * 9)
         for bi, (oy0, n) in enumerate(bands):
             s_lo, s_hi = max(oy0 - 1, 0), min(oy0 + n + 1, h)
-            load, read_words = self._load_spec(src, s_lo, s_hi, pool)
             in_h = s_hi - s_lo
-            sq_ibuf = in_h * w * cin_cb
-            cmd = pack_command(
+            band_words, sq_words = in_h * w * cin_cb, in_h * w * sq_cb
+            ibuf = self._place(band_words)
+            if ibuf + band_words + sq_words > cfg.ibuf_depth:
+                ibuf = 0
+            sq_ibuf = cfg.ibuf_depth - sq_words  # at the top, out of the way of the next band
+            load, read_words = self._load_spec(src, s_lo, s_hi, pool, ibuf)
+            cmd = self._placed(pack_command(
                 Opcode.FIRE, load=load, in_h=in_h, in_w=w, halo_top=int(oy0 > 0), out_h=n,
                 squeeze=sq.out_channels, expand1=e1.out_channels, expand3=e3.out_channels, sq_ibuf=sq_ibuf,
                 zp_in=sq.zp_in, zp_sq=sq.zp_out, zp_out=e1.zp_out, sq_min=sq.act_min, sq_max=sq.act_max,
-                out_min=e1.act_min, out_max=e1.act_max, w_sq=w_sq, w_e1=w_e1, w_e3=w_e3, dst=out.addr(oy0))
+                out_min=e1.act_min, out_max=e1.act_max, w_sq=w_sq, w_e1=w_e1, w_e3=w_e3, dst=out.addr(oy0)))
             passes_sq = cdiv(in_h * w, cfg.acc_depth)
             passes = cdiv(n * w, cfg.acc_depth)
             steps.append(Step(
@@ -287,11 +366,12 @@ class _Emission:
         if cb > cfg.pool_max_cb:
             raise CompileError(node.name, f"{cb} channel blocks: the engine's pool holds {cfg.pool_max_cb}")
         _, h_out, w_out = node.shape
-        bands = self._bands(node.name, h_out, lambda n: n, cfg.ibuf_depth, w_out * cb, "pool band")
+        bands = self._bands(node.name, h_out, lambda n: n, None, w_out * cb, "pool band")
         steps = []
         for bi, (oy0, n) in enumerate(bands):
-            load, read_words = self._load_spec(src, oy0, oy0 + n, node)
-            cmd = pack_command(Opcode.POOL, load=load, out_h=n, out_w=w_out, dst=out.addr(oy0), dst_pix=out.pix)
+            load, read_words = self._load_spec(src, oy0, oy0 + n, node, self._place(n * w_out * cb))
+            cmd = self._placed(pack_command(Opcode.POOL, load=load, out_h=n, out_w=w_out, dst=out.addr(oy0),
+                                            dst_pix=out.pix))
             steps.append(Step(layer=node.name, kind="pool", command=cmd, macs=0,
                               read_bytes=R * read_words + CMD_BYTES, write_bytes=R * n * w_out * cb,
                               band=(bi, len(bands)), detail=f"maxpool {node.kernel[0]}x{node.kernel[1]}/2",
@@ -305,15 +385,18 @@ class _Emission:
         if not np.array_equal(src.lanes, np.arange(src.channels)) or out.offset != 0:
             raise CompileError(node.name, "averaging a tensor stored with gaps between its channels")
         per = cfg.ibuf_depth // (src.h * src.w)
+        # Short chunks (GAP_CHUNKS at least): the first load, which waits for the layer before, is short,
+        # and each chunk's average (a word a cycle, as its load) hides the next chunk's load.
+        per = min((cfg.ibuf_depth // 2) // (src.h * src.w), cdiv(cb, self.GAP_CHUNKS)) or per
         if per == 0:
             raise CompileError(node.name, f"a {src.h}x{src.w} map does not fit the buffer for averaging")
         steps = []
         chunks = [(c0, min(per, cb - c0)) for c0 in range(0, cb, per)]
         for bi, (c0, n) in enumerate(chunks):
             load = dict(src=src.addr() + c0, src_rows=src.h, src_w=src.w, cb=n,
-                        src_pix=0 if src.pix == n else src.pix, ibuf=0)
-            cmd = pack_command(Opcode.GAP, load=load, m0=int(node.m0), shift=int(node.shift), zp_in=node.zp_in,
-                               zp_out=node.zp_out, dst=out.addr() + c0)
+                        src_pix=0 if src.pix == n else src.pix, ibuf=self._place(src.h * src.w * n))
+            cmd = self._placed(pack_command(Opcode.GAP, load=load, m0=int(node.m0), shift=int(node.shift),
+                                            zp_in=node.zp_in, zp_out=node.zp_out, dst=out.addr() + c0))
             steps.append(Step(layer=node.name, kind="gap", command=cmd, macs=0,
                               read_bytes=R * src.h * src.w * n + CMD_BYTES, write_bytes=R * n,
                               band=(bi, len(chunks)), detail=f"global average {src.h}x{src.w}",

@@ -46,7 +46,8 @@ def _qconv(rng, cin, cout, kh, kw=None):
     return w, bias, np.array([a for a, _ in mq]), np.array([b for _, b in mq])
 
 
-def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp_in=None):
+def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp_in=None, src=SRC, wblob=WBLOB,
+              dst=DST, ibuf=0):
     """A CONV command over a whole tensor with its memory image and independent expected output.
 
     ``k`` is a side or ``(kh, kw)``, ``stride`` one or ``(sy, sx)``, ``pad`` one or ``(top, left, bottom,
@@ -71,16 +72,16 @@ def conv_case(cfg, rng, *, cin, cout, h, w, k, stride, pad, dil=1, pool=None, zp
     blob = pack_conv_blob(wt, fold_zero_point(bias, wt, zp_in), m0, sh, cfg)
     cmd = pack_command(
         Opcode.CONV,
-        load=dict(src=SRC, src_rows=h, src_w=w, cb=cdiv(cin, R), ibuf=0,
+        load=dict(src=src, src_rows=h, src_w=w, cb=cdiv(cin, R), ibuf=ibuf,
                   **(dict(pool=1, pool_k=pk, pool_pad_t=ppad, pool_pad_l=ppad) if pool else {})),
         in_h=in_h, in_w=in_w, kh=kh, kw=kw, sy=sy, sx=sx, dil=dil, pad_t=pt, pad_l=pl,
         out_h=out_h, out_w=out_w, cout=cout,
         quant=dict(zp_in=zp_in, zp_out=zp_out, act_min=zp_out, act_max=127),
-        wblob=WBLOB, dst=DST, dst_pix=cdiv(cout, R))
+        wblob=wblob, dst=dst, dst_pix=cdiv(cout, R))
     acc = conv_acc_reference(xin, wt, fold_zero_point(bias, wt, zp_in), zp_in=zp_in, stride=(sy, sx),
                              pad=(pt, pl), dil=dil, out_hw=(out_h, out_w))
     expect = requantize(acc, m0[:, None, None], sh[:, None, None], zp_out, zp_out, 127)
-    writes = [(SRC, pack_activation(x, R)), (WBLOB, blob)]
+    writes = [(src, pack_activation(x, R)), (wblob, blob)]
     return writes, cmd, (out_h, out_w, cout), expect
 
 
@@ -334,6 +335,57 @@ def test_profile_records(bench):
         assert rec["load"] + rec["op0"] <= rec["cycles"]
         assert 0 < rec["active"] <= rec["op0"]
     assert sum(r["cycles"] for r in sim.profile) <= sim.cycles
+
+
+SRC2, WBLOB2, DST2 = 0x3000, 0xC000, 0x28000
+
+
+def _two_convs(bench, *, ibuf2, after_first: bool):
+    """Two CONV commands, the second's band at ``ibuf2``; with ``after_first`` the second convolves the
+    first's output (its load reads what the first writes), else a tensor of its own. Runs them profiled,
+    compared with the golden machine (which runs one command after the other), and returns the two
+    profile records."""
+    cfg = bench.config
+    R = cfg.rows
+    rng = np.random.default_rng(13)
+    w1, c1, (h1, wd1, co1), e1 = conv_case(cfg, rng, cin=2 * R, cout=cfg.cols + 3, h=8, w=8, k=3, stride=1,
+                                           pad=1)
+    src2 = DST if after_first else SRC2
+    w2, c2, (h2, wd2, co2), e2 = conv_case(cfg, rng, cin=co1, cout=5, h=h1, w=wd1, k=3, stride=1, pad=1,
+                                           src=src2, wblob=WBLOB2, dst=DST2, ibuf=ibuf2)
+    if after_first:
+        w2 = w2[1:]  # its input is the first command's output
+    n1, n2 = h1 * wd1 * cdiv(co1, R), h2 * wd2 * cdiv(co2, R)
+    sim, machine = bench.run(w1 + w2, [c1, c2], [(DST, n1), (DST2, n2)], cmd_addr=CMDS, profile_addr=0x40)
+    _check_against_reference(bench, (h1, wd1, co1), e1, machine)
+    if not after_first:
+        got = unpack_activation(machine.mem[DST2:DST2 + n2], co2, h2, wd2, R)
+        assert np.array_equal(got, e2), "golden machine disagrees with the loop reference (second command)"
+    first, second = sim.profile
+    assert sum(r["cycles"] for r in sim.profile) <= sim.cycles
+    return first, second
+
+
+def test_next_load_overlaps_the_convolution(bench):
+    """The second command's band sits in the other half of the buffer and reads its own tensor: its load
+    runs during the first command's convolution, so from the first's end it takes fewer cycles than its
+    load and convolution one after the other."""
+    first, second = _two_convs(bench, ibuf2=bench.config.ibuf_depth // 2, after_first=False)
+    assert second["load"] > 0 and second["op0"] > 0
+    assert second["cycles"] < second["load"] + second["op0"], (first, second)
+    # All but the handover (the slot change, the convolution's start and its last writes): under 32 cycles.
+    assert second["cycles"] - second["op0"] < 32 < second["load"], f"the load was not hidden: {second}"
+
+
+@pytest.mark.parametrize("hazard", ["buffer region", "memory fence"])
+def test_hazard_makes_the_next_load_wait(bench, hazard):
+    """The second command's band meets the first's in the buffer, or its load reads the first's output:
+    the load waits for the first command to end (serial), and both outputs are exact."""
+    region = hazard == "buffer region"
+    first, second = _two_convs(bench, ibuf2=0 if region else bench.config.ibuf_depth // 2,
+                               after_first=not region)
+    assert second["load"] > 0 and second["op0"] > 0
+    assert second["cycles"] >= second["load"] + second["op0"], (first, second)
 
 
 #: Largest input rows/columns the property draws (before pooling).
