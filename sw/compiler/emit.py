@@ -22,18 +22,18 @@ from .program import MAX_CB, MAX_DIM, CompileError, Root, Step, TensorView
 class _Emission:
     """Operations -> steps and weight blobs (a part of :class:`~sw.compiler.compile._Compiler`)."""
 
-    #: A Fire layer's first band is this fraction of its largest (:meth:`_bands`).
     #: A Fire layer whose first band's load would wait for the previous command (it reads what that one
     #: writes, or its buffer regions) and read more than LEAD_MIN_LOAD words starts with a band of a
-    #: FIRE_LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
+    #: LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
     #: and each band's computation hides the next band's load. Below that, the extra bands' squeeze halo
     #: and pipeline fills cost more than the wait.
-    FIRE_LEAD = 4
+    LEAD = 4
     LEAD_GROWTH = 2.5
     LEAD_MIN_LOAD = 16_000
     #: The same for a convolution, whose extra band costs no halo computation; its lead band is followed
     #: by equal bands.
     CONV_LEAD_MIN_LOAD = 4_000
+    #: A global average pool runs in at least this many chunks (:meth:`_emit_gap`).
     GAP_CHUNKS = 16
 
     def emit(self, ops: list[_Op], blob_base: int) -> tuple[list[Step], list[tuple[int, np.ndarray]]]:
@@ -149,7 +149,7 @@ class _Emission:
         bands = []
         y = 0
         if lead and out_h > best // lead > 0:
-            # Growing bands: each at most LEAD_GROWTH times the one before, whose computation hides its load.
+            # The lead band, then (with growth) bands each at most growth times the one before.
             n = best // lead
             while y < out_h and n < best and (growth or y == 0):
                 n = min(n, out_h - y)
@@ -220,12 +220,12 @@ class _Emission:
         bands = self._bands(node.name, h_out, rows_for, None, w_in * cin_cb, "convolution band")
         r_lo, r_hi = self._conv_input_rows(0, bands[0][1], sy, pt, kh, dil, h_in)
         first_load, first_words = self._load_spec(src if pool is None else self.views[op.src], r_lo, r_hi, pool)
-        lead_px = max(bands[0][1] // self.FIRE_LEAD, 1) * w_out
+        lead_px = max(bands[0][1] // self.LEAD, 1) * w_out
         # (A lead band's passes must be long enough for the weights to stream behind them.)
         if (first_words > self.CONV_LEAD_MIN_LOAD and lead_px >= 4 * cfg.tile_words
                 and self._load_waits(first_load, (r_hi - r_lo) * w_in * cin_cb)):
             bands = self._bands(node.name, h_out, rows_for, None, w_in * cin_cb, "convolution band",
-                                lead=self.FIRE_LEAD)
+                                lead=self.LEAD)
         steps = []
         macs_row = w_out * cout * node.weight.shape[1] * node.kernel_size[0] * node.kernel_size[1]
         for bi, (oy0, n) in enumerate(bands):
@@ -337,7 +337,7 @@ class _Emission:
         first_load, first_words = self._load_spec(src, 0, first_rows, pool)
         if first_words > self.LEAD_MIN_LOAD and self._load_waits(first_load, first_rows * w * cin_cb):
             bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band",
-                                lead=self.FIRE_LEAD, growth=self.LEAD_GROWTH)
+                                lead=self.LEAD, growth=self.LEAD_GROWTH)
         steps = []
         macs_row = w * (sq.out_channels * sq.in_channels + e1.out_channels * e1.in_channels
                         + e3.out_channels * e3.in_channels * 9)
