@@ -206,6 +206,26 @@ def test_frames_double_buffered(sim, block):
     assert be.stats.retries == 0, be.report()
 
 
+def test_double_buffered_frames_under_faults(sim, block):
+    """Faults on WRITE_PIX frames (and the rest) while the engine runs: resent, every frame still exact."""
+    from sim.link_sim import FaultyPort
+    from sw.resident import ResidentSession
+
+    qgraph, xs, refs = block
+    be = backend(sim.port)
+    program = compile_graph(qgraph, be.config)
+    session = ResidentSession(program, Driver(be, be.config))      # uploaded (or already there) cleanly
+    port = FaultyPort(sim.port, seed=11, rate=0.15, kinds=("flip", "drop", "cut", "lose", "flip_answer"))
+    faulty = backend(port)
+    session = ResidentSession(program, Driver(faulty, faulty.config))
+    assert session.uploads == 0 and faulty.has_write_pix
+    port.injected.clear()
+    for i, ((inf, fr), k) in enumerate(zip(session.frames([xs[0], xs[1], xs[0]]), [0, 1, 0], strict=True)):
+        assert_exact(inf, refs[k], f"frame {i + 1} under faults")
+    assert port.injected and faulty.stats.retries >= len(port.injected), (port.injected, faulty.report())
+    print(f"\n{len(port.injected)} faults injected ({sorted({k for _, k in port.injected})}): {faulty.report()}")
+
+
 def test_board_reset_between_frames_uploads_again(sim, block):
     from sw.resident import ResidentSession
 

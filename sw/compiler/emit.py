@@ -22,22 +22,25 @@ from .program import MAX_CB, MAX_DIM, CompileError, Root, Step, TensorView
 class _Emission:
     """Operations -> steps and weight blobs (a part of :class:`~sw.compiler.compile._Compiler`)."""
 
-    #: A Fire layer's first band is this fraction of its largest (:meth:`_bands`).
     #: A Fire layer whose first band's load would wait for the previous command (it reads what that one
     #: writes, or its buffer regions) and read more than LEAD_MIN_LOAD words starts with a band of a
-    #: FIRE_LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
+    #: LEAD-th of the largest, then bands growing by LEAD_GROWTH (:meth:`_bands`): its load is short
     #: and each band's computation hides the next band's load. Below that, the extra bands' squeeze halo
     #: and pipeline fills cost more than the wait.
-    FIRE_LEAD = 4
+    LEAD = 4
     LEAD_GROWTH = 2.5
     LEAD_MIN_LOAD = 16_000
+    #: The same for a convolution, whose extra band costs no halo computation; its lead band is followed
+    #: by equal bands.
+    CONV_LEAD_MIN_LOAD = 4_000
+    #: A global average pool runs in at least this many chunks (:meth:`_emit_gap`).
     GAP_CHUNKS = 16
 
     def emit(self, ops: list[_Op], blob_base: int) -> tuple[list[Step], list[tuple[int, np.ndarray]]]:
         self._blob_top = blob_base
         self._blobs = []
         self._live = []  # the buffer regions the previous command reads while the next one loads
-        self._writes = (0, 0)  # the memory the previous command writes
+        self._writes = None  # the memory the previous command writes (None: no command yet)
         steps = []
         emit = {"conv": self._emit_conv, "fire": self._emit_fire, "pool": self._emit_pool, "gap": self._emit_gap}
         for op in ops:
@@ -97,10 +100,10 @@ class _Emission:
         return half if rows_for(1) * words_per_row <= half else self.cfg.ibuf_depth
 
     def _place(self, words: int) -> int:
-        """Where the next command's band of ``words`` goes: the lowest of 0, the end of a live region of
-        the previous command or the top of the buffer that meets none of them (else 0: its load waits)."""
+        """Where the next command's band of ``words`` goes: the first of 0, the top of the buffer or the end
+        of a live region of the previous command that meets none of them (else 0: its load waits)."""
         depth = self.cfg.ibuf_depth
-        for base in (0, *(hi for _, hi in self._live), depth - words):
+        for base in (0, depth - words, *(hi for _, hi in self._live)):
             if 0 <= base and base + words <= depth and not any(base < hi and lo < base + words
                                                                 for lo, hi in self._live):
                 return base
@@ -116,6 +119,8 @@ class _Emission:
     def _load_waits(self, load: dict, band_words: int) -> bool:
         """Would a band load wait for the previous command: it reads memory that one writes, or no place in
         the buffer avoids that one's live regions?"""
+        if self._writes is None:
+            return True  # the first command: nothing to load beside
         lo, n = self._load_span(load)
         w_lo, w_hi = self._writes
         base = self._place(band_words)
@@ -123,12 +128,13 @@ class _Emission:
                                                      for lo_, hi in self._live)
 
     def _bands(self, layer: str, out_h: int, rows_for, budget_words: int | None, words_per_row: int, what: str,
-               lead: int = 0):
+               lead: int = 0, growth: float | None = None):
         """Largest equal bands of output rows whose input fits ``budget_words`` (None: :meth:`_budget`).
 
-        With ``lead`` > 0 a first band of a ``lead``-th of the largest comes before them: the next layer's
-        first load, which waits while it reads rows this layer's last band writes, is short, and its
-        computation hides the next band's load."""
+        With ``lead`` > 0 a first band of a ``lead``-th of the largest comes before them (then bands
+        growing ``growth`` times, if given, up to the largest): this layer's first load, which waits while
+        it reads rows the previous layer's last band writes, is short, and its computation hides the next
+        band's load."""
         if budget_words is None:
             budget_words = self._budget(rows_for, words_per_row)
         best = 0
@@ -143,13 +149,13 @@ class _Emission:
         bands = []
         y = 0
         if lead and out_h > best // lead > 0:
-            # Growing bands: each at most LEAD_GROWTH times the one before, whose computation hides its load.
+            # The lead band, then (with growth) bands each at most growth times the one before.
             n = best // lead
-            while y < out_h and n < best:
+            while y < out_h and n < best and (growth or y == 0):
                 n = min(n, out_h - y)
                 bands.append((y, n))
                 y += n
-                n = int(n * self.LEAD_GROWTH)
+                n = int(n * (growth or 1))
             if y == out_h:
                 return bands
         nb = cdiv(out_h - y, best)
@@ -212,6 +218,14 @@ class _Emission:
             return min((n - 1) * sy + (kh - 1) * dil + 1, h_in)
 
         bands = self._bands(node.name, h_out, rows_for, None, w_in * cin_cb, "convolution band")
+        r_lo, r_hi = self._conv_input_rows(0, bands[0][1], sy, pt, kh, dil, h_in)
+        first_load, first_words = self._load_spec(src if pool is None else self.views[op.src], r_lo, r_hi, pool)
+        lead_px = max(bands[0][1] // self.LEAD, 1) * w_out
+        # (A lead band's passes must be long enough for the weights to stream behind them.)
+        if (first_words > self.CONV_LEAD_MIN_LOAD and lead_px >= 4 * cfg.tile_words
+                and self._load_waits(first_load, (r_hi - r_lo) * w_in * cin_cb)):
+            bands = self._bands(node.name, h_out, rows_for, None, w_in * cin_cb, "convolution band",
+                                lead=self.LEAD)
         steps = []
         macs_row = w_out * cout * node.weight.shape[1] * node.kernel_size[0] * node.kernel_size[1]
         for bi, (oy0, n) in enumerate(bands):
@@ -323,7 +337,7 @@ class _Emission:
         first_load, first_words = self._load_spec(src, 0, first_rows, pool)
         if first_words > self.LEAD_MIN_LOAD and self._load_waits(first_load, first_rows * w * cin_cb):
             bands = self._bands(f.concat, h, rows_for, cfg.ibuf_depth, w * (cin_cb + sq_cb), "Fire band",
-                                lead=self.FIRE_LEAD)
+                                lead=self.LEAD, growth=self.LEAD_GROWTH)
         steps = []
         macs_row = w * (sq.out_channels * sq.in_channels + e1.out_channels * e1.in_channels
                         + e3.out_channels * e3.in_channels * 9)
