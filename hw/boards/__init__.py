@@ -147,7 +147,10 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         # goes to a 4x deeper activation buffer (8192 words, 32 KiB): RFSong-779's 300-pixel rows need
         # 7200 words, and SqueezeNet 1.1's larger bands cut its commands 288 -> 96 and its DRAM traffic
         # 16.0 -> 13.5 MB a frame.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=8192, acc_depth=256, mem_addr_bits=23, pool_max_cb=64),
+        # One buffer read port: with the second (overlapped pooling loads) the router stopped at 5,719
+        # overused wires after 60 minutes (2026-12-05); the loads still overlap, pooling ones wait.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=8192, acc_depth=256, mem_addr_bits=23, pool_max_cb=64,
+                            ibuf_read_ports=1),
         mem_words=1 << 23, storage="sdram", dram_config="ulx3s_sdram.yml",
         clk_hz=45_000_000, mult="generic",  # as the bitstreams of docs/BOARDS.md were built
         pnr_opts="--router router2"),
@@ -157,7 +160,8 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
         # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine,
         # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64),
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64,
+                            ibuf_read_ports=1),  # as the ULX3S: the routed 4x8 configuration
         mem_words=16384, storage="bram",
         clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
         pnr_opts="--router router2"),
