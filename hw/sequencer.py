@@ -181,28 +181,24 @@ class Sequencer(wiring.Component):
                     m.next = "REFUSE"
                 with m.Else():
                     m.next = "HAZARD"
-            with m.State("REFUSE"):
-                # The commands before the refused one complete; then the list stops.
-                with m.If(~exec_valid):
-                    m.d.sync += [status.busy.eq(0), status.error.eq(1), status.error_code.eq(self.check_error)]
-                    m.next = "IDLE"
-            with m.State("HAZARD"):
-                with m.If(~hazard):
-                    m.d.comb += self.load.start.eq(1)
-                    m.next = "LOAD"
+            # REFUSE: the commands before the refused one complete; then the list stops.
+            with m.State("REFUSE"), m.If(~exec_valid):
+                m.d.sync += [status.busy.eq(0), status.error.eq(1), status.error_code.eq(self.check_error)]
+                m.next = "IDLE"
+            with m.State("HAZARD"), m.If(~hazard):
+                m.d.comb += self.load.start.eq(1)
+                m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += phase["load"].eq(1)
                 with m.If(~self.load.busy):
                     m.next = "HANDOFF"
-            with m.State("HANDOFF"):
-                with m.If(~exec_valid):
-                    m.d.comb += handoff.eq(1)
-                    m.d.sync += [cmd_index.eq(cmd_index + 1), cmd_base.eq(cmd_base + cmd_words)]
-                    m.next = "NEXT"
-            with m.State("FINISH"):
-                with m.If(~exec_valid):
-                    m.d.sync += [status.busy.eq(0), status.done.eq(1)]
-                    m.next = "IDLE"
+            with m.State("HANDOFF"), m.If(~exec_valid):
+                m.d.comb += handoff.eq(1)
+                m.d.sync += [cmd_index.eq(cmd_index + 1), cmd_base.eq(cmd_base + cmd_words)]
+                m.next = "NEXT"
+            with m.State("FINISH"), m.If(~exec_valid):
+                m.d.sync += [status.busy.eq(0), status.done.eq(1)]
+                m.next = "IDLE"
 
     def _exec(self, m, exec_valid, sq_pending, exec_index, record, since, retire, prof_writing, phase, profile):
         """The executing slot: the command's micro-operations after its load, then its profile record."""

@@ -220,7 +220,7 @@ def test_double_buffered_frames_under_faults(sim, block):
     session = ResidentSession(program, Driver(faulty, faulty.config))
     assert session.uploads == 0 and faulty.has_write_pix
     port.injected.clear()
-    for i, ((inf, fr), k) in enumerate(zip(session.frames([xs[0], xs[1], xs[0]]), [0, 1, 0], strict=True)):
+    for i, ((inf, _fr), k) in enumerate(zip(session.frames([xs[0], xs[1], xs[0]]), [0, 1, 0], strict=True)):
         assert_exact(inf, refs[k], f"frame {i + 1} under faults")
     assert port.injected and faulty.stats.retries >= len(port.injected), (port.injected, faulty.report())
     print(f"\n{len(port.injected)} faults injected ({sorted({k for _, k in port.injected})}): {faulty.report()}")

@@ -14,8 +14,14 @@ from hw.isa import LoadSpec, unpack_command
 from hw.link import protocol as P
 from sw.compiler import compile_graph
 from sw.resident import (
-    FpsEstimate, frame_wire_bytes, picture_pixels, picture_requests, picture_wire_bytes, pixel_input,
-    relocate_input, second_buffer,
+    FpsEstimate,
+    frame_wire_bytes,
+    picture_pixels,
+    picture_requests,
+    picture_wire_bytes,
+    pixel_input,
+    relocate_input,
+    second_buffer,
 )
 from sw.transport import TransportError, expand_pixels
 

@@ -326,7 +326,7 @@ def _critical_path(report: dict, log_text: str) -> list[str]:
     return []
 
 
-def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: int = 1,
+def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: int | None = None,
                 echo: bool = True, shell: bool = False, time_limit: float | None = 3600.0,
                 pnr_extra: str = "") -> dict:
     """Build the bitstream of board ``name`` and return (and write) its report.
@@ -347,6 +347,7 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         A tool of the flow is absent.
     """
     spec = board(name)
+    seed = spec.seed if seed is None else seed
     build_dir = Path(build_dir) if build_dir else REPO_ROOT / "build" / name
     env = tool_env(spec.family)
     t0 = time.monotonic()
@@ -462,7 +463,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hw.boards.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("board", choices=list(BOARDS), help="board to build")
     ap.add_argument("--build-dir", help="default: build/<board>")
-    ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default %(default)s)")
+    ap.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default: the board's, "
+                    "BoardSpec.seed)")
     ap.add_argument("--pnr-opts", default="", help="more nextpnr options, e.g. '--placer static'")
     ap.add_argument("--synth-only", action="store_true", help="Yosys only: cell counts against the device")
     ap.add_argument("--time-limit", type=float, default=60.0,

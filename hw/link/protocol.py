@@ -82,7 +82,8 @@ from hw.bus import CSR_ADDR_BITS
 
 __all__ = [
     "SYNC", "PROTOCOL_VERSION", "LINK_MAGIC", "CRC", "crc16", "Op", "LinkStatus", "DUPLICATE",
-    "RETRYABLE", "WRITE_OPS", "PIXEL_BYTES", "MAX_PIX_PAYLOAD", "Header", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD", "MAX_PAYLOAD",
+    "RETRYABLE", "WRITE_OPS", "PIXEL_BYTES", "MAX_PIX_PAYLOAD", "Header", "HEADER_BYTES", "CRC_BYTES",
+    "FRAME_OVERHEAD", "MAX_PAYLOAD",
     "MAX_READ_REGS", "Info", "INFO_BYTES", "BOARD_IDS", "DEFAULT_BAUD", "Frame", "encode_frame",
     "encode_header", "FrameReader", "check_request", "answer_length", "request_wire_bytes",
     "answer_wire_bytes", "pack_info", "unpack_info",

@@ -104,7 +104,7 @@ class _Emission:
         of a live region of the previous command that meets none of them (else 0: its load waits)."""
         depth = self.cfg.ibuf_depth
         for base in (0, depth - words, *(hi for _, hi in self._live)):
-            if 0 <= base and base + words <= depth and not any(base < hi and lo < base + words
+            if base >= 0 and base + words <= depth and not any(base < hi and lo < base + words
                                                                 for lo, hi in self._live):
                 return base
         return 0
