@@ -454,15 +454,17 @@ class SerialBackend(Transport):
             raise TransportError(f"words [{addr}, {addr + n_words}) are outside the board's memory "
                                  f"({self.mem_words} words of {self.word_bytes} bytes)")
 
-    def write_mem(self, addr_words: int, data: bytes) -> None:
-        data = bytes(data)
-        if len(data) % self.word_bytes:
-            raise TransportError(f"{len(data)} bytes is not a whole number of {self.word_bytes}-byte words")
-        self._check_range(addr_words, len(data) // self.word_bytes)
-        step = P.MAX_PAYLOAD
+    def _write(self, op: P.Op, addr_words: int, data: bytes, unit: int, what: str, step: int) -> None:
+        """``data`` (whole ``unit``-byte items, one memory word each) in ``op`` frames of ``step`` bytes."""
+        if len(data) % unit:
+            raise TransportError(f"{len(data)} bytes is not a whole number of {unit}-byte {what}")
+        self._check_range(addr_words, len(data) // unit)
         for off in range(0, len(data), step):
             chunk = data[off:off + step]
-            self._transact(P.Op.WRITE_MEM, addr_words + off // self.word_bytes, len(chunk), chunk)
+            self._transact(op, addr_words + off // unit, len(chunk), chunk)
+
+    def write_mem(self, addr_words: int, data: bytes) -> None:
+        self._write(P.Op.WRITE_MEM, addr_words, bytes(data), self.word_bytes, "words", P.MAX_PAYLOAD)
 
     @property
     def has_write_pix(self) -> bool:
@@ -485,13 +487,7 @@ class SerialBackend(Transport):
         if not self.has_write_pix:
             super().write_pixels(addr_words, pixels)
             return
-        if len(pixels) % P.PIXEL_BYTES:
-            raise TransportError(f"{len(pixels)} bytes is not a whole number of {P.PIXEL_BYTES}-byte pixels")
-        self._check_range(addr_words, len(pixels) // P.PIXEL_BYTES)
-        step = P.MAX_PIX_PAYLOAD
-        for off in range(0, len(pixels), step):
-            chunk = pixels[off:off + step]
-            self._transact(P.Op.WRITE_PIX, addr_words + off // P.PIXEL_BYTES, len(chunk), chunk)
+        self._write(P.Op.WRITE_PIX, addr_words, pixels, P.PIXEL_BYTES, "pixels", P.MAX_PIX_PAYLOAD)
 
     def read_mem(self, addr_words: int, n_words: int) -> bytes:
         self._check_range(addr_words, n_words)

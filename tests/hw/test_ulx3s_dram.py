@@ -55,7 +55,20 @@ def _run_sequencer(writes, *, done_after: int | None, deadline: int, seed: int, 
     return dut, log
 
 
+async def csr_read(ctx, csr, addr: int, *, settle: int) -> int:
+    """A register read on the CSR bus: the strobe for one cycle, then ``settle`` more cycles, then ``r_data``."""
+    ctx.set(csr.addr, addr)
+    ctx.set(csr.r_stb, 1)
+    await ctx.tick()
+    ctx.set(csr.r_stb, 0)
+    for _ in range(settle):
+        await ctx.tick()
+    return ctx.get(csr.r_data)
+
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
+
 def test_sequencer_plays_every_write_in_order_then_done(seed):
     dut, log = _run_sequencer(WRITES, done_after=25, deadline=500, seed=seed)
     got = [(a, v) for a, v, _, _, _ in log["writes"]]
@@ -108,12 +121,7 @@ def test_registers_split_between_board_and_engine():
 
     async def host(ctx):
         async def read(addr):
-            ctx.set(dut.csr.addr, addr)
-            ctx.set(dut.csr.r_stb, 1)
-            await ctx.tick()
-            ctx.set(dut.csr.r_stb, 0)
-            await ctx.tick()
-            return ctx.get(dut.csr.r_data)
+            return await csr_read(ctx, dut.csr, addr, settle=1)
 
         async def write(addr, value):
             ctx.set(dut.csr.addr, addr)
@@ -163,11 +171,7 @@ def test_run_link_counters_count_during_a_run_only():
 
     async def bench(ctx):
         async def read(addr):
-            ctx.set(dut.csr.addr, addr)
-            ctx.set(dut.csr.r_stb, 1)
-            await ctx.tick()
-            ctx.set(dut.csr.r_stb, 0)
-            return ctx.get(dut.csr.r_data)
+            return await csr_read(ctx, dut.csr, addr, settle=0)
 
         for i, (busy, word, byte) in enumerate(plan):
             ctx.set(dut.busy, busy)
