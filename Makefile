@@ -31,7 +31,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,fpga,dram,sweep]'
+	$(PY) -m pip install --quiet -e '.[test,fpga,dram,sweep,usb]'
 	@touch $(STAMP)
 
 test: $(STAMP)
