@@ -154,12 +154,13 @@ def _print_layers_exact(res) -> bool:
     return not bad
 
 
-def _run_each(args, network: str, inputs, run_one, *, kind: str = "default", fps_digits: int = 1) -> int:
-    """Run ``network`` on each ``(name, input)`` with ``run_one(runner, name, input) -> Result``; print the run."""
+def _run_each(args, network: str, inputs, run_all, show, *, kind: str = "default", fps_digits: int = 1) -> int:
+    """Run ``network`` on every ``(name, input)``: ``run_all(runner, [input...])`` yields ``(Result, answer)``
+    in order (pipelined on a DRAM board), ``show(name, input, Result, answer)`` prints it; then the run."""
     ok = True
     with _runner(args, network, kind) as r:
-        for name, item in inputs:
-            res = run_one(r, name, item)
+        for (name, item), (res, answer) in zip(inputs, run_all(r, [item for _, item in inputs]), strict=True):
+            show(name, item, res, answer)
             if res.run.cycles:
                 print(f"  {res.report.cycles:,} cycles, MAC utilization {res.report.utilization:.1%}, "
                       f"{res.report.fps:.{fps_digits}f} frames/s at {args.clock:g} MHz, "
@@ -182,14 +183,13 @@ def cmd_classify(args) -> int:
     import torch
 
     from sw.models.squeezenet import load_squeezenet11
-    from sw.networks import classify
+    from sw.networks import classify_many
     from sw.shared import imagenet_preprocess
 
     inputs = [(i, torch.from_numpy(a)) for i, a in arrays] or [(name, imagenet_preprocess(im)) for name, im in pictures]
     fmodel = load_squeezenet11()
 
-    def run_one(r, name, x):
-        res, top = classify(r, x, args.top)
+    def show(name, x, res, top):
         with torch.no_grad():
             flog = fmodel(x).reshape(-1)
         ilog = res.outputs[0].reshape(-1).double()
@@ -198,9 +198,9 @@ def cmd_classify(args) -> int:
         for i, label, p in top:
             print(f"  {i:4d} {label:30s} {p:6.3f}")
         print(f"  float top-1 {int(flog.argmax())}, int8 top-1 {top[0][0]}, cosine(int8, float logits) {cos:.5f}")
-        return res
 
-    return _run_each(args, "squeezenet", inputs, run_one, kind="noise255" if npy else "default")
+    return _run_each(args, "squeezenet", inputs, lambda r, xs: classify_many(r, xs, args.top), show,
+                     kind="noise255" if npy else "default")
 
 
 def cmd_detect(args) -> int:
@@ -208,17 +208,17 @@ def cmd_detect(args) -> int:
     out_dir = _output_folder(Path(args.out_dir), "--out-dir")
 
     from sw.detect import draw_detections
-    from sw.networks import detect
+    from sw.networks import detect_many
+    from sw.preprocess import ssd_preprocess
 
-    def run_one(r, name, image):
-        res, dets = detect(r, image)
+    def show(name, image, res, dets):
         png = draw_detections(image, dets, out_dir / (Path(name).stem + "_det.png"))
         print(f"{name}: {len(dets)} detection(s) -> {png}")
         for d in dets:
             print(f"  person ({d.x1:7.1f}, {d.y1:7.1f}, {d.x2:7.1f}, {d.y2:7.1f}) score {d.score:.3f}")
-        return res
 
-    return _run_each(args, "rfsong", inputs, run_one, fps_digits=2)
+    return _run_each(args, "rfsong", inputs, lambda r, images: detect_many(r, map(ssd_preprocess, images)), show,
+                     fps_digits=2)
 
 
 def cmd_report(args) -> int:

@@ -209,12 +209,37 @@ class Runner:
         return Result(outputs=outputs, run=run, report=rep)
 
 
+    def run_float_many(self, xs):
+        """:meth:`run_float` on every input of the iterable ``xs``; yield each :class:`Result` in order.
+
+        On a DRAM board with two input buffers the frames are pipelined (:meth:`ResidentSession.frames`):
+        the next picture crosses the link while the engine computes the current one.
+        """
+        if not isinstance(self.session, ResidentSession):
+            for x in xs:
+                yield self.run_float(x)
+            return
+        g = self.qgraph
+        refs = []
+
+        def pictures():
+            for x in xs:
+                x_q = golden.quantize_input(x, g.qparams(g.inputs[0]))
+                refs.append(golden.run(g, x_q) if self.check else None)
+                yield x_q
+
+        for inf, frame in self.session.frames(pictures(), run_link=False):
+            yield self._resident_result(inf, frame, refs.pop(0))
+
     def _run_resident(self, x_q, reference) -> Result:
         """One frame on a DRAM board: picture in, one run, outputs out; compared with the golden outputs."""
+        inf, frame = self.session.frame(x_q)
+        return self._resident_result(inf, frame, reference)
+
+    def _resident_result(self, inf, frame, reference) -> Result:
         from hw.boards import BOARDS
         from sw.resident import fps_estimate
 
-        inf, frame = self.session.frame(x_q)
         exact, first_bad = None, {}
         if reference is not None:
             exact = {n: bool(np.array_equal(inf.tensors[n], reference[n])) for n in self.program.outputs}
@@ -241,14 +266,26 @@ class Runner:
 def classify(runner: Runner, image: str | Path | torch.Tensor,
              top: int = 5) -> tuple[Result, list[tuple[int, str, float]]]:
     """SqueezeNet on a picture (ImageNet preprocessing), a ``.npy`` input fed as it is, or an input tensor."""
-    from sw.shared import imagenet_labels, imagenet_preprocess
+    from sw.shared import imagenet_preprocess
 
     if isinstance(image, torch.Tensor):
         x = image
     else:
         path = Path(image)
         x = torch.from_numpy(np.load(path)).float() if path.suffix == ".npy" else imagenet_preprocess(path)
-    res = runner.run_float(x)
+    return _top_classes(runner.run_float(x), top)
+
+
+def classify_many(runner: Runner, xs, top: int = 5):
+    """SqueezeNet on every preprocessed input tensor of ``xs``, pipelined on a DRAM board: yield
+    ``(Result, top classes)`` in order."""
+    for res in runner.run_float_many(xs):
+        yield _top_classes(res, top)
+
+
+def _top_classes(res: Result, top: int) -> tuple[Result, list[tuple[int, str, float]]]:
+    from sw.shared import imagenet_labels
+
     logits = res.outputs[0].reshape(-1)
     prob = torch.softmax(logits.double(), 0)
     labels = imagenet_labels()
@@ -258,11 +295,25 @@ def classify(runner: Runner, image: str | Path | torch.Tensor,
 
 def detect(runner: Runner, image: str | Path):
     """RFSong-779 on a picture: detections in picture pixels."""
-    from sw.detect import ssd_postprocess
-    from sw.models.rfsong import flatten_heads
     from sw.preprocess import ssd_preprocess
 
     x, size = ssd_preprocess(image)
-    res = runner.run_float(x)
-    loc, conf = flatten_heads([o.numpy() for o in res.outputs])
-    return res, ssd_postprocess(loc, conf, size)
+    return next(detect_many(runner, [(x, size)]))
+
+
+def detect_many(runner: Runner, inputs):
+    """RFSong-779 on every ``(input tensor, picture size)`` of ``inputs`` (:func:`sw.preprocess.ssd_preprocess`),
+    pipelined on a DRAM board: yield ``(Result, detections)`` in order."""
+    from sw.detect import ssd_postprocess
+    from sw.models.rfsong import flatten_heads
+
+    sizes = []
+
+    def xs():
+        for x, size in inputs:
+            sizes.append(size)
+            yield x
+
+    for res in runner.run_float_many(xs()):
+        loc, conf = flatten_heads([o.numpy() for o in res.outputs])
+        yield res, ssd_postprocess(loc, conf, sizes.pop(0))

@@ -318,6 +318,33 @@ def test_runner_on_the_dram_board_prints_fps(sim, block):
     print(f"\n{est.summary()}")
 
 
+def test_runner_pipelines_several_inputs_on_the_dram_board(sim, block):
+    """``kindling classify a.jpg b.jpg c.jpg --backend serial`` (Runner.run_float_many): on a board with two input
+    buffers each next picture crosses the link while the engine runs the current one; every frame exact, in
+    order (each compared with its own golden outputs), the last frame with nothing to overlap."""
+    import torch
+
+    from sw.networks import Runner
+
+    qgraph, _, _ = block
+    shape = (1, *qgraph.tensors[qgraph.inputs[0]].shape)
+    xs = [torch.rand(shape, generator=torch.Generator().manual_seed(s)) for s in (11, 12, 13)]
+    runner = Runner("squeezenet", "serial", port=sim.port, qgraph=qgraph, progress=False,
+                    serial_options={"timeout": TIMEOUT, "wait_cycles": WAIT_CYCLES})
+    with runner:
+        assert runner.session.double_buffered
+        results = list(runner.run_float_many(iter(xs)))
+        alone = [runner.run_float(x) for x in xs]
+    assert len(results) == 3
+    for i, (res, ref) in enumerate(zip(results, alone, strict=True)):
+        assert res.run.exact and all(res.run.exact.values()), (i, res.run.first_mismatch)
+        for name, got in res.run.tensors.items():
+            assert np.array_equal(got, ref.run.tensors[name]), f"frame {i}: {name} differs from its own run"
+    frames = [r.extra["frame"] for r in results]
+    assert [f.overlap_bytes > 0 for f in frames] == [True, True, False], [f.overlap_bytes for f in frames]
+    assert not any(f.uploaded for f in frames[1:])
+
+
 @pytest.mark.slow
 @pytest.mark.shared
 def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_imagenet):
