@@ -1,6 +1,6 @@
 """A program resident in the board's DRAM: uploaded once, then only pictures and answers cross the link.
 
-On a board with external DRAM (:mod:`hw.boards.ulx3s_dram`) the engine's memory holds a whole program:
+On a board with external DRAM (:mod:`hw.boards.dram_board`) the engine's memory holds a whole program:
 :class:`ResidentSession` checks that the DRAM initialised (``DRAM_INIT``, within an absolute deadline),
 refuses a program larger than the memory before writing anything, and uploads the weights and the
 command list only when the board's ``PROG_HASH`` registers do not already hold the program's hash
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from hw.boards.ulx3s_dram import INIT_MAGIC, DramReg, InitBits, init_status
+from hw.boards.dram_board import INIT_MAGIC, DramReg, InitBits, init_status
 from hw.isa import ADDR_BITS, COMMAND_LAYOUTS, LoadSpec, unpack_command
 from hw.link import protocol as P
 from sw.compiler import Program

@@ -1,6 +1,6 @@
 """The ULX3S board with its SDRAM, whole, in Verilator: the real driver over the simulated UART.
 
-The top is :class:`hw.boards.ulx3s_dram.DramBoardCore` (engine, link, arbiter, DramPort, init sequencer)
+The top is :class:`hw.boards.dram_board.DramBoardCore` (engine, link, arbiter, DramPort, init sequencer)
 with LiteDRAM's ``--sim`` core (its SDRAM model: refresh, bank timing, the controller's latency),
 built by :class:`sim.link_sim.LinkSimulation`; the host is :class:`sw.backends.serial.SerialBackend`
 and :class:`sw.resident.ResidentSession`, exactly as ``kindling --backend serial`` uses them. The
@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from hw.boards import BOARDS
-from hw.boards.ulx3s_dram import DramReg, InitBits
+from hw.boards.dram_board import DramReg, InitBits
 from hw.link import protocol as P
 from quant import golden
 from sw.compiler import compile_graph

@@ -42,7 +42,7 @@ class BoardSpec:
         Words of memory behind the engine's port (on chip, or the external DRAM's).
     storage : str
         ``spram`` (iCE40 UltraPlus SB_SPRAM256KA), ``bram``, or ``sdram`` (external DRAM through
-        LiteDRAM: :mod:`hw.boards.ulx3s_dram`).
+        LiteDRAM: :mod:`hw.boards.dram_board`).
     clk_hz : int
         The PLL's target: the clock of the link and the engine.
     baud : int

@@ -128,7 +128,7 @@ class BoardTop(Elaboratable):
     def __init__(self, spec: BoardSpec, *, engine=None):
         self.spec = spec
         if spec.storage == "sdram":   # the program in the board's DRAM (issue 11)
-            from .ulx3s_dram import DramBoardCore
+            from .dram_board import DramBoardCore
 
             self.core = DramBoardCore(spec, engine=engine)
         else:

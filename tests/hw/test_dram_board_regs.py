@@ -15,7 +15,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.boards.ulx3s_dram import INIT_MAGIC, DramInitSequencer, DramReg, DramRegisters, InitBits, init_status
+from hw.boards.dram_board import INIT_MAGIC, DramInitSequencer, DramReg, DramRegisters, InitBits, init_status
 from hw.isa import Reg
 
 #: A sequence shaped like the generated core's (tests/test_litedram_sim.py plays the real one on the real core).
