@@ -4,7 +4,8 @@ The native-port model accepts commands, write beats and gives read beats with ra
 read latencies, in command order, and orders a read after every earlier write (as LiteDRAM does for
 one port). The engine side issues random reads and writes with random gaps and stalls ``rsp.ready``.
 :class:`WideDramPort` (a 128-bit native word of four engine words) writes one lane by byte enables: the
-model applies them and the test checks the other lanes kept their bytes. Every answer is compared exactly with a Python dictionary of engine words; the tests also assert that
+model applies them and the test checks the other lanes kept their bytes. Every answer is compared
+exactly with a Python dictionary of engine words; the tests also assert that
 each kind of stall really happened, and measure read throughput without stalls.
 """
 
