@@ -292,3 +292,53 @@ def test_rdly_and_level_registers():
         no_phy = 0 if has_rdly else Rdly.NO_PHY
         assert seen == {"start": int(has_rdly), "busy": setting | Rdly.BUSY | no_phy, "idle": setting | no_phy,
                         "level": Rdly.LEVELED | 0x2513}, (has_rdly, seen)
+
+
+
+def pinless_link(spec, *, without=()):
+    """A link with the members the DRAM core uses and no pins (as a USB link, which requests its pins itself);
+    it never sends anything: enough to elaborate the core around it."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Out
+
+    from hw.bus import CsrSignature, MemPortSignature
+
+    members = {"csr": Out(CsrSignature), "mem": Out(MemPortSignature(spec.engine.rows, spec.engine.mem_addr_bits)),
+               "active": Out(1), "errors": Out(1), "rx_byte": Out(1)}
+
+    class Link(wiring.Component):
+        def elaborate(self, platform):
+            return Module()
+
+    return Link({k: v for k, v in members.items() if k not in without})
+
+
+@pytest.mark.parametrize("board", ["ulx3s-85f", "ecpix5-85f"])
+def test_board_core_takes_a_link_without_pins(board):
+    """``link=``: the core's members are the link's own pins (none here), and it elaborates; a link lacking a
+    member the core needs is refused by name."""
+    import gc
+    import shutil
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import UnusedElaboratable
+
+    from hw.boards import BOARDS
+    from hw.boards.dram_board import DramBoardCore
+
+    if shutil.which("litedram_gen") is None and not (Path(sys.executable).parent / "litedram_gen").exists():
+        pytest.skip("litedram_gen not installed (pip install -e '.[dram]')")
+    spec = BOARDS[board]
+    core = DramBoardCore(spec, sim=True, link=pinless_link(spec))
+    assert set(core.signature.members) == {"irq", "busy", "link_active", "dram_ready"}
+    assert core.link_pins == [] and not core.owns_clock
+    assert "litedram_core" in rtlil.convert(core, name="top")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=r"the link Link lacks the members \['rx_byte'\]"):
+            DramBoardCore(spec, sim=True, link=pinless_link(spec, without=("rx_byte",)))
+        gc.collect()
