@@ -1,6 +1,6 @@
 """The ULX3S board core with its SDRAM as the Verilator link test builds it: LiteDRAM's ``--sim`` core inside.
 
-:class:`DramLinkSimTop` is :class:`hw.boards.ulx3s_dram.DramBoardCore` with the LiteDRAM core generated
+:class:`DramLinkSimTop` is :class:`hw.boards.dram_board.DramBoardCore` with the LiteDRAM core generated
 with ``--sim`` (LiteDRAM's SDRAMPHYModel in place of the PHY and the chip: refresh, bank timings and the
 controller's latency are simulated; the pads are not), a small UART divisor, and the core's Verilog
 appended. :class:`sim.link_sim.LinkSimulation` builds it for a board whose ``storage`` is ``sdram``.
@@ -9,7 +9,7 @@ appended. :class:`sim.link_sim.LinkSimulation` builds it for a board whose ``sto
 from __future__ import annotations
 
 from hw.boards import BoardSpec
-from hw.boards.ulx3s_dram import DramBoardCore
+from hw.boards.dram_board import DramBoardCore
 
 __all__ = ["DramLinkSimTop"]
 

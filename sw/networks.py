@@ -238,7 +238,7 @@ class Runner:
 
     def _resident_result(self, inf, frame, reference) -> Result:
         from hw.boards import BOARDS
-        from sw.resident import fps_estimate
+        from sw.resident import BOARD_DRAM_BYTES_PER_CYCLE, DRAM_BYTES_PER_CYCLE, fps_estimate
 
         exact, first_bad = None, {}
         if reference is not None:
@@ -258,7 +258,9 @@ class Runner:
         # With two input buffers the picture crosses while the engine runs (ResidentSession.frames).
         est = fps_estimate(self.program, cycles=run.cycles or 1, link_bytes=frame.bytes, clk_hz=clk,
                            baud=spec.baud if spec is not None else info["baud"],
-                           overlap_bytes=frame.picture_bytes if self.session.double_buffered else 0)
+                           overlap_bytes=frame.picture_bytes if self.session.double_buffered else 0,
+                           dram_bytes_per_cycle=BOARD_DRAM_BYTES_PER_CYCLE.get(getattr(spec, "name", ""),
+                                                                               DRAM_BYTES_PER_CYCLE))
         return Result(outputs=host_finish(self.qgraph, inf.tensors), run=run, report=rep,
                       extra={"frame": frame, "fps": est, "uploads": self.session.uploads})
 

@@ -1,6 +1,6 @@
 """A program resident in the board's DRAM: uploaded once, then only pictures and answers cross the link.
 
-On a board with external DRAM (:mod:`hw.boards.ulx3s_dram`) the engine's memory holds a whole program:
+On a board with external DRAM (:mod:`hw.boards.dram_board`) the engine's memory holds a whole program:
 :class:`ResidentSession` checks that the DRAM initialised (``DRAM_INIT``, within an absolute deadline),
 refuses a program larger than the memory before writing anything, and uploads the weights and the
 command list only when the board's ``PROG_HASH`` registers do not already hold the program's hash
@@ -28,21 +28,38 @@ import time
 
 import numpy as np
 
-from hw.boards.ulx3s_dram import INIT_MAGIC, DramReg, InitBits, init_status
+from hw.boards.dram_board import INIT_MAGIC, DramReg, InitBits, init_status
 from hw.isa import ADDR_BITS, COMMAND_LAYOUTS, LoadSpec, unpack_command
 from hw.link import protocol as P
 from sw.compiler import Program
 from sw.driver import Driver
+from sw.leveling import ensure_leveled
 from sw.runtime import Inference, Session
 from sw.transport import Transport, TransportError
 
 __all__ = ["DramInitError", "ProgramTooLarge", "program_hash", "has_dram", "wait_dram_init", "ResidentSession",
-           "FrameStats", "FpsEstimate", "fps_estimate", "frame_wire_bytes", "DRAM_BYTES_PER_CYCLE", "pixel_input",
+           "FrameStats", "FpsEstimate", "fps_estimate", "frame_wire_bytes", "DRAM_BYTES_PER_CYCLE",
+           "BOARD_DRAM_BYTES_PER_CYCLE", "dram_bytes_per_cycle", "pixel_input",
            "picture_pixels", "relocate_input", "second_buffer", "picture_requests", "picture_wire_bytes"]
 
 #: Measured sequential bandwidth of the ULX3S SDRAM through LiteDRAM (tests/test_litedram_sim.py: 4096
 #: 16-bit words read in 4269 cycles, refresh included): bytes per clock cycle.
 DRAM_BYTES_PER_CYCLE = 2 * 4096 / 4269
+
+#: Bytes per cycle the engine gets from each DRAM board. ECPIX-5: a ceiling, not a measurement: every engine
+#: word is one native command (hw.dram_port.WideDramPort), one DDR3 burst of 8, and at the ECP5DDRPHY's 1:2
+#: rate a burst holds the DRAM bus for 2 sys cycles: 4 bytes per 2 cycles at most (the --sim core's 1:4
+#: model moves a burst a cycle, so the simulation runs up to twice as fast on DRAM-bound layers).
+BOARD_DRAM_BYTES_PER_CYCLE = {"ulx3s-85f": DRAM_BYTES_PER_CYCLE, "ecpix5-85f": 2.0}
+
+
+def dram_bytes_per_cycle(board: str) -> float:
+    """:data:`BOARD_DRAM_BYTES_PER_CYCLE` of ``board``."""
+    try:
+        return BOARD_DRAM_BYTES_PER_CYCLE[board]
+    except KeyError:
+        raise KeyError(f"no DRAM bandwidth for board {board!r}; DRAM boards: {', '.join(BOARD_DRAM_BYTES_PER_CYCLE)}") \
+            from None
 
 
 class DramInitError(TransportError):
@@ -218,6 +235,8 @@ class ResidentSession(Session):
         Uploads done by this session (0 when the board already held the program).
     upload_bytes : int
         Bytes the uploads wrote (payload).
+    leveling : sw.leveling.LevelResult or None
+        The last DDR3 read-leveling scan (None: none ran: not DDR3, or the board was leveled already).
     buffers : list of (int, int)
         ``(input region, command list)`` word addresses of each input buffer (one or two).
     pixels : bool
@@ -230,6 +249,8 @@ class ResidentSession(Session):
     ------
     DramInitError
         See :func:`wait_dram_init`.
+    sw.leveling.DramLevelingError
+        DDR3 read leveling found no working setting.
     ProgramTooLarge
         ``program.mem_words`` exceeds the board's memory (checked before any write).
     """
@@ -262,6 +283,7 @@ class ResidentSession(Session):
         self.hash = program_hash(program, tuple(self._more_commands))
         self.uploads = 0
         self.upload_bytes = 0
+        self.leveling = None
         self.ensure_uploaded()
 
     @property
@@ -290,6 +312,9 @@ class ResidentSession(Session):
         t.write_reg(DramReg.PROG_HASH_LO, 0)
         t.write_reg(DramReg.PROG_HASH_HI, 0)
         wait_dram_init(t, timeout=1.0)   # a board reset restarts the initialisation
+        # DDR3 read leveling (sw.leveling) when DRAM_LEVEL reads 0: after a board reset, before the program.
+        self.leveling = ensure_leveled(t, mem_words=getattr(t, "mem_words", None) or p.mem_words,
+                                       word_bytes=p.config.rows) or self.leveling
         n = 0
         for addr, words in p.blobs:
             self.driver.write_words(addr, words)

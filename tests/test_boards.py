@@ -123,11 +123,20 @@ def test_board_top_elaborates(name, tmp_path):
     files = dict(plan.files)
     rtlil = files["top.il"]
     rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
-    assert ("SB_PLL40_PAD" if spec.family == "ice40" else "EHXPLLL") in rtlil
+    core = top.core
+    if getattr(core, "owns_clock", False):
+        # The DDR3 core's CRG makes the clock (EHXPLLL, ECLKSYNCB, CLKDIVF in its Verilog): no PLL of the top's.
+        verilog = files["litedram_core.v"]
+        assert "EHXPLLL" not in rtlil and "CLKDIVF" in verilog and "EHXPLLL" in verilog
+        assert "ddr3_0__dqs__p" in rtlil and "ddr3_0__dq__io" in rtlil
+    else:
+        assert ("SB_PLL40_PAD" if spec.family == "ice40" else "EHXPLLL") in rtlil
     if spec.storage == "spram":
         assert rtlil.count("SB_SPRAM256KA") >= spec.mem_words * spec.engine.rows // (2 * 16384)
-    if spec.storage == "sdram":   # the LiteDRAM core as an instance, its Verilog beside, the SDRAM clock's ODDR
-        assert "litedram_core" in rtlil and "ODDRX1F" in rtlil and "litedram_core.v" in files
+    if spec.storage == "sdram":   # the LiteDRAM core as an instance, its Verilog beside
+        assert "litedram_core" in rtlil and "litedram_core.v" in files
+        if not core.owns_clock:   # the SDR SDRAM's clock: an ODDR
+            assert "ODDRX1F" in rtlil
     assert top.core.link.bridge.frame_timeout == round(spec.frame_timeout_s * spec.clk_hz)
     # WRITE_PIX on the DRAM board (pictures streamed into its memory); the others answer BAD_OP.
     assert top.core.link.bridge.write_pix == (spec.storage == "sdram")

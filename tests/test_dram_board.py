@@ -1,7 +1,9 @@
-"""The ULX3S board with its SDRAM, whole, in Verilator: the real driver over the simulated UART.
+"""The DRAM boards, whole, in Verilator: the real driver over the simulated UART.
 
-The top is :class:`hw.boards.ulx3s_dram.DramBoardCore` (engine, link, arbiter, DramPort, init sequencer)
-with LiteDRAM's ``--sim`` core (its SDRAM model: refresh, bank timing, the controller's latency),
+Every test runs on both DRAM boards (``ulx3s-85f``: SDR SDRAM through a 16-bit port and DramPort;
+``ecpix5-85f``: DDR3 through a 128-bit port and WideDramPort). The top is
+:class:`hw.boards.dram_board.DramBoardCore` (engine, link, arbiter, port adapter, init sequencer)
+with LiteDRAM's ``--sim`` core (its DRAM model: refresh, bank timing, the controller's latency),
 built by :class:`sim.link_sim.LinkSimulation`; the host is :class:`sw.backends.serial.SerialBackend`
 and :class:`sw.resident.ResidentSession`, exactly as ``kindling --backend serial`` uses them. The
 simulated UART runs at 4 clock cycles per bit; the link time at the board's 3 Mbaud is computed from
@@ -33,7 +35,7 @@ import numpy as np
 import pytest
 
 from hw.boards import BOARDS
-from hw.boards.ulx3s_dram import DramReg, InitBits
+from hw.boards.dram_board import DramReg, InitBits
 from hw.link import protocol as P
 from quant import golden
 from sw.compiler import compile_graph
@@ -43,8 +45,7 @@ from .nets import fire_network
 
 pytestmark = pytest.mark.verilator
 
-BOARD = "ulx3s-85f"
-SPEC = BOARDS[BOARD]
+DRAM_BOARDS = [name for name, spec in BOARDS.items() if spec.storage == "sdram"]
 DIVISOR = 4
 TIMEOUT = 2.0
 WAIT_CYCLES = 20_000
@@ -57,12 +58,12 @@ def _need_litedram():
         pytest.skip("litedram_gen not installed (pip install -e '.[dram]')")
 
 
-@pytest.fixture(scope="module")
-def sim():
+@pytest.fixture(scope="module", params=DRAM_BOARDS)
+def sim(request):
     _need_litedram()
     from sim.link_sim import LinkSimulation
 
-    s = LinkSimulation(BOARD, divisor=DIVISOR)
+    s = LinkSimulation(request.param, divisor=DIVISOR)
     yield s
     s.close()
 
@@ -101,14 +102,15 @@ def frame_payload(program, x, *, pixels: bool):
     return picture, out * program.config.rows
 
 
-def link_seconds(nbytes: int, baud: int = SPEC.baud) -> float:
+def link_seconds(nbytes: int, baud: int) -> float:
     return 10 * nbytes / baud
 
 
 def test_program_uploaded_once_then_pictures_only(sim, block):
-    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes, picture_wire_bytes
+    from sw.resident import ResidentSession, dram_bytes_per_cycle, fps_estimate, frame_wire_bytes, picture_wire_bytes
 
     qgraph, xs, refs = block
+    spec = sim.spec
     be = backend(sim.port)
     program = compile_graph(qgraph, be.config)
     be.write_reg(DramReg.PROG_HASH_LO, 0)     # whatever an earlier test left: this one uploads
@@ -133,12 +135,13 @@ def test_program_uploaded_once_then_pictures_only(sim, block):
     assert s1.pixels and be.has_write_pix and s1.double_buffered
     pic, out = frame_payload(program, xs[0], pixels=True)
     print(f"\nupload: {s1.upload_bytes:,} B of program, {up_bytes:,} B on the link, {up_cycles:,} simulated cycles "
-          f"({link_seconds(up_bytes):.3f} s at 3 Mbaud)")
+          f"({link_seconds(up_bytes, spec.baud):.3f} s at {spec.baud / 1e6:g} Mbaud) on {spec.name}")
     for i, (fr, cyc) in enumerate(frames):
-        est = fps_estimate(program, cycles=fr.cycles, link_bytes=fr.bytes, clk_hz=SPEC.clk_hz, baud=SPEC.baud)
+        est = fps_estimate(program, cycles=fr.cycles, link_bytes=fr.bytes, clk_hz=spec.clk_hz, baud=spec.baud,
+                           dram_bytes_per_cycle=dram_bytes_per_cycle(spec.name))
         print(f"frame {i + 1}: {fr.bytes_out:,} B out (picture {pic:,} B), {fr.bytes_in:,} B in (outputs {out:,} B); "
               f"engine {fr.cycles:,} cycles, {cyc:,} simulated cycles with the UART at divisor {DIVISOR}; "
-              f"at 3 Mbaud the link takes {link_seconds(fr.bytes) * 1e3:.2f} ms; {est.summary()}")
+              f"at 3 Mbaud the link takes {link_seconds(fr.bytes, spec.baud) * 1e3:.2f} ms; {est.summary()}")
     for fr, _ in frames + [(fr3, 0)]:
         # The byte model of a frame (sw.resident.frame_wire_bytes) is exact: the WAITs are the only free term.
         out0, in0 = frame_wire_bytes(program, waits=0, pixels=True)
@@ -254,25 +257,29 @@ def test_program_larger_than_the_dram_refused_before_upload(sim, block):
     qgraph, _, _ = block
     be = backend(sim.port)
     program = compile_graph(qgraph, be.config)
-    big = dataclasses.replace(program, mem_words=be.mem_words + 1)
+    n = sim.spec.mem_words
+    assert be.mem_words == n
+    big = dataclasses.replace(program, mem_words=n + 1)
     b0, f0 = be.stats.bytes_out, be.stats.frames
-    with pytest.raises(ProgramTooLarge, match=r"needs 8,388,609 words \(32\.0 MB\), the board's DRAM holds "
-                                              r"8,388,608 \(32\.0 MB\): not uploaded"):
+    mb = n * sim.spec.engine.rows / 2**20
+    with pytest.raises(ProgramTooLarge, match=rf"needs {n + 1:,} words \({mb:.1f} MB\), the board's DRAM holds "
+                                              rf"{n:,} \({mb:.1f} MB\): not uploaded"):
         ResidentSession(big, Driver(be, be.config))
     # Only register reads went out (identification, DRAM_INIT): no memory write.
     assert be.stats.bytes_out - b0 == P.FRAME_OVERHEAD * (be.stats.frames - f0)
 
 
-def test_dram_that_never_initialises_gives_a_clear_error():
+@pytest.mark.parametrize("board", DRAM_BOARDS)
+def test_dram_that_never_initialises_gives_a_clear_error(board):
     _need_litedram()
     from hw.boards.dram.gen import generate
     from sim.link_sim import LinkSimulation
     from sw.resident import DramInitError, ResidentSession
 
-    writes = generate(SPEC.dram_config_path, sim=True).init_writes
+    writes = generate(BOARDS[board].dram_config_path, sim=True).init_writes
     assert writes[-1][0] == "ddrctrl_init_done"
     # The sequence without its last write (ddrctrl_init_done = 1): init_done never rises.
-    with LinkSimulation(BOARD, divisor=DIVISOR, top_options={"init_writes": writes[:-1],
+    with LinkSimulation(board, divisor=DIVISOR, top_options={"init_writes": writes[:-1],
                                                              "init_deadline": 5_000}) as broken:
         be = backend(broken.port)
         qgraph, _ = fire_network(seed=3)
@@ -300,7 +307,7 @@ def test_runner_on_the_dram_board_prints_fps(sim, block):
     runner = Runner("squeezenet", "serial", port=sim.port, qgraph=qgraph, progress=False,
                     serial_options={"timeout": TIMEOUT, "wait_cycles": WAIT_CYCLES})
     with runner:
-        assert isinstance(runner.session, ResidentSession) and runner.config == SPEC.engine
+        assert isinstance(runner.session, ResidentSession) and runner.config == sim.spec.engine
         res = runner.run_float(x)
         again = runner.run_float(x)
     assert res.run.exact and all(res.run.exact.values()), res.run.first_mismatch
@@ -308,7 +315,7 @@ def test_runner_on_the_dram_board_prints_fps(sim, block):
     assert res.run.cycles > 0 and res.run.profile is None
     assert not again.extra["frame"].uploaded and again.extra["uploads"] == res.extra["uploads"]
     est = again.extra["fps"]
-    assert est.clk_hz == SPEC.clk_hz and est.baud == SPEC.baud and est.link_bytes == again.extra["frame"].bytes
+    assert est.clk_hz == sim.spec.clk_hz and est.baud == sim.spec.baud and est.link_bytes == again.extra["frame"].bytes
     engine_s = max(est.cycles / est.clk_hz, est.dram_bytes / (est.dram_bytes_per_cycle * est.clk_hz))
     fr = again.extra["frame"]
     assert est.overlap_bytes == fr.picture_bytes > 0
@@ -354,7 +361,14 @@ def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_image
     all of it (RUN_LINK_WORDS), both frames bit-exact; the board's fps from the measured cycles and bytes."""
     import torch
 
-    from sw.resident import ResidentSession, fps_estimate, frame_wire_bytes, picture_requests, picture_wire_bytes
+    from sw.resident import (
+        ResidentSession,
+        dram_bytes_per_cycle,
+        fps_estimate,
+        frame_wire_bytes,
+        picture_requests,
+        picture_wire_bytes,
+    )
     from sw.shared import imagenet_preprocess, shared_dir
 
     qg = q_squeezenet_imagenet
@@ -398,12 +412,13 @@ def test_squeezenet_uploaded_once_two_pictures_bit_exact(sim, q_squeezenet_image
     waits = check_frames_bytes(program, frames)
     # On the board (3 Mbaud, 45 MHz) a steady frame: the next picture during the run, then one WAIT if the
     # picture outlasts the run (else one per 50 ms left), the counters and the logits.
-    engine_s = first.cycles / SPEC.clk_hz
-    pic_s = link_seconds(pic)
+    spec = sim.spec
+    engine_s = first.cycles / spec.clk_hz
+    pic_s = link_seconds(pic, spec.baud)
     board_waits = max(1, math.ceil((engine_s - pic_s) / 0.05))
     board = sum(frame_wire_bytes(program, waits=board_waits, pixels=True, run_link=True))
-    est = fps_estimate(program, cycles=first.cycles, link_bytes=board, clk_hz=SPEC.clk_hz, baud=SPEC.baud,
-                       overlap_bytes=pic)
+    est = fps_estimate(program, cycles=first.cycles, link_bytes=board, clk_hz=spec.clk_hz, baud=spec.baud,
+                       overlap_bytes=pic, dram_bytes_per_cycle=dram_bytes_per_cycle(spec.name))
     print(f"picture {pic:,} B on the wire ({npix * P.PIXEL_BYTES:,} B of pixels), {waits} WAITs in the simulation; "
           f"on the board {board:,} B a frame ({board - pic:,} B after the run); {est.summary()}")
     assert est.fps > est.fps_sequential

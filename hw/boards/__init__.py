@@ -42,7 +42,7 @@ class BoardSpec:
         Words of memory behind the engine's port (on chip, or the external DRAM's).
     storage : str
         ``spram`` (iCE40 UltraPlus SB_SPRAM256KA), ``bram``, or ``sdram`` (external DRAM through
-        LiteDRAM: :mod:`hw.boards.ulx3s_dram`).
+        LiteDRAM: :mod:`hw.boards.dram_board`; the ULX3S's SDR SDRAM, the ECPIX-5's DDR3).
     clk_hz : int
         The PLL's target: the clock of the link and the engine.
     baud : int
@@ -164,9 +164,13 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         budget={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208, "spram": 0},
         # The ULX3S-85F's device in the fastest speed grade, on a board with an FT2232H UART; the same engine,
         # at 75 MHz (100 x 3/4): the 4x8 top routed for 30 MHz reached 90.5 MHz.
-        engine=EngineConfig(rows=4, cols=8, ibuf_depth=2048, acc_depth=256, mem_addr_bits=16, pool_max_cb=64,
+        # Memory: the 512 MB DDR3 (MT41K256M16) through LiteDRAM's ECP5DDRPHY (issue 11): 2**27 words of 4 bytes,
+        # four to a 128-bit native word (hw.dram_port.WideDramPort). The core's CRG makes the 75 MHz clock from
+        # the 100 MHz oscillator and the engine runs on it (hw.boards.dram_board). The block RAM the on-chip
+        # memory used goes to the activation buffer, 8192 words as on the ULX3S.
+        engine=EngineConfig(rows=4, cols=8, ibuf_depth=8192, acc_depth=256, mem_addr_bits=27, pool_max_cb=64,
                             ibuf_read_ports=1),  # as the ULX3S: the routed 4x8 configuration
-        mem_words=16384, storage="bram",
+        mem_words=1 << 27, storage="sdram", dram_config="ecpix5_ddr3.yml",
         clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
         pnr_opts="--router router2"),
 )}

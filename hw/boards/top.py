@@ -99,16 +99,21 @@ class BoardCore(wiring.Component):
         return m
 
 
-def drive_board_pins(m: Module, core, link, engine) -> None:
-    """The UART, ``irq``, ``link_active`` and ``busy`` ports of a board core (``busy``, for an LED: a run in
-    progress, from the START the link wrote to the end the engine signals)."""
+def drive_board_pins(m: Module, core, link, engine, *, pins=("rx", "tx")) -> None:
+    """The link's ``pins`` (members of the link and the core alike: the UART's lines), ``irq``, ``link_active``
+    and ``busy`` ports of a board core (``busy``, for an LED: a run in progress, from the START the link wrote to
+    the end the engine signals)."""
     busy = Signal()
     with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
         m.d.sync += busy.eq(1)
     with m.If(engine.irq):
         m.d.sync += busy.eq(0)
-    m.d.comb += [link.rx.eq(core.rx), core.tx.eq(link.tx), core.irq.eq(engine.irq), core.busy.eq(busy),
-                 core.link_active.eq(link.active)]
+    for name in pins:
+        if link.signature.members[name].flow == In:
+            m.d.comb += getattr(link, name).eq(getattr(core, name))
+        else:
+            m.d.comb += getattr(core, name).eq(getattr(link, name))
+    m.d.comb += [core.irq.eq(engine.irq), core.busy.eq(busy), core.link_active.eq(link.active)]
 
 
 class BoardTop(Elaboratable):
@@ -128,7 +133,7 @@ class BoardTop(Elaboratable):
     def __init__(self, spec: BoardSpec, *, engine=None):
         self.spec = spec
         if spec.storage == "sdram":   # the program in the board's DRAM (issue 11)
-            from .ulx3s_dram import DramBoardCore
+            from .dram_board import DramBoardCore
 
             self.core = DramBoardCore(spec, engine=engine)
         else:
@@ -139,21 +144,27 @@ class BoardTop(Elaboratable):
         spec = self.spec
         f_in = platform.default_clk_frequency
         m.domains.sync = ClockDomain("sync")
-        if spec.family == "ice40":
+        m.submodules.core = core = self.core
+        if getattr(core, "owns_clock", False):
+            # The DRAM core's CRG makes the clock from the oscillator and drives `sync` (hw.boards.dram_board).
+            m.submodules.osc = osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.d.comb += core.clk_in.eq(osc.i)
+        elif spec.family == "ice40":
             pad = platform.request(platform.default_clk, dir="-")
             m.submodules.clock = clock = BoardClock(family="ice40", f_in=f_in, f_out=spec.clk_hz, clk_pad=pad)
         else:
             m.submodules.osc = osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
             m.submodules.clock = clock = BoardClock(family="ecp5", f_in=f_in, f_out=spec.clk_hz)
             m.d.comb += clock.clk_in.eq(osc.i)
-        m.d.comb += ClockSignal("sync").eq(clock.clk)
-        m.submodules.core = core = self.core
-        # Every subsignal raw (some boards add rts/dtr to the FTDI UART); only rx and tx are used.
-        subs = [sub.name for sub in platform.lookup("uart", 0).ios if isinstance(sub, Subsignal)]
-        uart = platform.request("uart", 0, dir={name: "-" for name in subs})
-        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
+        if not getattr(core, "owns_clock", False):
+            m.d.comb += ClockSignal("sync").eq(clock.clk)
+        if "rx" in core.signature.members:     # a UART link (another link requests its own pins)
+            # Every subsignal raw (some boards add rts/dtr to the FTDI UART); only rx and tx are used.
+            subs = [sub.name for sub in platform.lookup("uart", 0).ios if isinstance(sub, Subsignal)]
+            uart = platform.request("uart", 0, dir={name: "-" for name in subs})
+            m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+            m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
         leds = (core.irq, core.busy, core.link_active) + ((core.dram_ready,) if hasattr(core, "dram_ready") else ())
         for i, sig in enumerate(leds):
             try:

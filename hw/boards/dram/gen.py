@@ -26,13 +26,16 @@ import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-__all__ = ["DramGenError", "DramCore", "Port", "generate", "ULX3S_SDRAM_CONFIG", "parse_ports",
+__all__ = ["DramGenError", "DramCore", "Port", "generate", "ULX3S_SDRAM_CONFIG", "ECPIX5_DDR3_CONFIG",
+           "parse_ports",
            "parse_init_sequence"]
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent.parent
-#: The ULX3S-85F's SDRAM core (MT48LC16M16, 32 MB, 16-bit, GENSDRPHY, 50 MHz sys clock).
+#: The ULX3S-85F's SDRAM core (MT48LC16M16, 32 MB, 16-bit, GENSDRPHY, 45 MHz sys clock).
 ULX3S_SDRAM_CONFIG = HERE / "ulx3s_sdram.yml"
+#: The ECPIX-5's DDR3 core (MT41K256M16, 512 MB, 16-bit, ECP5DDRPHY, 75 MHz sys clock, 128-bit port).
+ECPIX5_DDR3_CONFIG = HERE / "ecpix5_ddr3.yml"
 
 #: DFII command and control bits (litedram/init.py: the same names as the generated sdram_phy.h).
 DFII_BITS = {
@@ -143,10 +146,12 @@ def parse_init_sequence(sdram_phy_h: str) -> list[tuple[str, int, int]]:
 
 
 def _fix_inout(verilog: Path) -> None:
-    """Declare the data pins ``inout``: LiteX's standalone core declares ``sdram_dq`` an ``input`` although
-    its ``TRELLIS_IO`` buffers drive them (Yosys then cannot connect them to the board's bidirectional pins)."""
+    """Declare the data pins ``inout``: LiteX's standalone core declares ``sdram_dq`` (``ddram_dq``,
+    ``ddram_dqs_p``) an ``input`` although its ``TRELLIS_IO`` buffers drive them (Yosys then cannot connect
+    them to the board's bidirectional pins)."""
     text = verilog.read_text()
-    fixed = re.sub(r"^(\s*)input(\s+wire\s+(?:\[\d+:0\]\s+)?sdram_dq\b)", r"\1inout\2", text, flags=re.M)
+    fixed = re.sub(r"^(\s*)input(\s+wire\s+(?:\[\d+:0\]\s+)?(?:sdram_dq|ddram_dq|ddram_dqs_p)\b)", r"\1inout\2",
+                   text, flags=re.M)
     if fixed != text:
         verilog.write_text(fixed)
 

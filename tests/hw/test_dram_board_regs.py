@@ -1,4 +1,5 @@
-"""The ULX3S DRAM board core's own blocks in the Amaranth simulator: the init sequencer and the register split.
+"""The DRAM board core's own blocks in the Amaranth simulator: the init sequencer, the register split and the
+DDR3 read-delay setter.
 
 :class:`DramInitSequencer` against a Wishbone slave model that acknowledges after random delays: every
 write of the core's real init sequence arrives in order with its value, the waits between writes are at
@@ -6,6 +7,10 @@ least the sequence's, and ``status`` goes BUSY -> DONE when ``init_done`` rises,
 at the deadline when it never does (and on a write that is never acknowledged). :class:`DramRegisters`:
 ``DRAM_INIT`` carries the magic and the sequencer's bits, the hash registers keep what was written and
 read 0 after reset, and every other register goes to (and comes back from) the engine's bus untouched.
+:class:`ReadDelaySetter`: a ``DRAM_RDLY`` setting becomes exactly the BIOS's register writes (lane select,
+delay reset and increments, bitslip reset and increments, deselect) for the selected lanes, under random
+acknowledge delays; ``DRAM_RDLY`` reads back the setting with BUSY while they are played, ``NO_PHY`` on a
+core without delay registers; ``DRAM_LEVEL`` keeps what the host wrote.
 """
 
 from __future__ import annotations
@@ -15,7 +20,17 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.boards.ulx3s_dram import INIT_MAGIC, DramInitSequencer, DramReg, DramRegisters, InitBits, init_status
+from hw.boards.dram_board import (
+    INIT_MAGIC,
+    RDLY_CSRS,
+    DramInitSequencer,
+    DramReg,
+    DramRegisters,
+    InitBits,
+    Rdly,
+    ReadDelaySetter,
+    init_status,
+)
 from hw.isa import Reg
 
 #: A sequence shaped like the generated core's (tests/test_litedram_sim.py plays the real one on the real core).
@@ -187,3 +202,143 @@ def test_run_link_counters_count_during_a_run_only():
     sim.run()
     # Read before the second run (the first run's counts, held through idle traffic) and at the end.
     assert seen == [(0, 0), tuple(runs[0]), tuple(runs[1])], (seen, runs)
+
+
+#: Byte addresses of the PHY's read-delay registers, as in the generated ECPIX-5 core's csr.csv (order of RDLY_CSRS).
+RDLY_ADDRS = dict(zip(RDLY_CSRS, (0x1000, 0x1004, 0x1008, 0x100C, 0x1010), strict=True))
+
+
+def bios_writes(delay: int, bitslip: int, modules: int) -> list[tuple[int, int]]:
+    a = RDLY_ADDRS
+    out = []
+    for lane in range(Rdly.LANES):
+        if modules >> lane & 1:
+            out += [(a["ddrphy_dly_sel"], 1 << lane), (a["ddrphy_rdly_dq_rst"], 1)]
+            out += [(a["ddrphy_rdly_dq_inc"], 1)] * delay + [(a["ddrphy_rdly_dq_bitslip_rst"], 1)]
+            out += [(a["ddrphy_rdly_dq_bitslip"], 1)] * bitslip
+    return out + [(a["ddrphy_dly_sel"], 0)]
+
+
+@pytest.mark.parametrize("settings", [[(0, 0, 3)], [(7, 3, 3), (2, 1, 1), (5, 0, 2)]])
+def test_read_delay_setter_plays_the_bios_writes(settings):
+    dut = ReadDelaySetter(RDLY_ADDRS, ack_timeout=32)
+    rng = random.Random(len(settings))
+    got, busy_cycles = [], []
+
+    async def bench(ctx):
+        for delay, bitslip, modules in settings:
+            ctx.set(dut.setting, Rdly.pack(delay, bitslip, modules))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            log, n = [], 0
+            while True:
+                assert n < 2000, "the setter never finished"
+                cyc, stb, busy = ctx.get(dut.wb.cyc), ctx.get(dut.wb.stb), ctx.get(dut.busy)
+                ack = bool(cyc and stb and rng.random() < 0.5)
+                if ack:
+                    log.append((ctx.get(dut.wb.adr) << 2, ctx.get(dut.wb.dat_w)))
+                ctx.set(dut.wb.ack, ack)
+                await ctx.tick()
+                ctx.set(dut.wb.ack, 0)
+                n += 1
+                if not busy:
+                    break
+            got.append(log)
+            busy_cycles.append(n)
+            assert not ctx.get(dut.error)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for (delay, bitslip, modules), log in zip(settings, got, strict=True):
+        want = bios_writes(delay, bitslip, modules)
+        assert log == want, f"setting {(delay, bitslip, modules)}: writes {log} != {want}"
+
+
+def test_rdly_and_level_registers():
+    for has_rdly in (True, False):
+        dut = DramRegisters(has_rdly=has_rdly)
+        seen = {}
+
+        async def bench(ctx, dut=dut, has_rdly=has_rdly, seen=seen):
+            async def read(addr):
+                return await csr_read(ctx, dut.csr, addr, settle=0)
+
+            assert await read(DramReg.DRAM_LEVEL) == 0
+            ctx.set(dut.csr.addr, DramReg.DRAM_RDLY)
+            ctx.set(dut.csr.w_data, Rdly.pack(5, 2, 3))
+            ctx.set(dut.csr.w_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.csr.w_stb, 0)
+            seen["start"] = ctx.get(dut.rdly_start)
+            ctx.set(dut.rdly_busy, 1)
+            seen["busy"] = await read(DramReg.DRAM_RDLY)
+            ctx.set(dut.rdly_busy, 0)
+            seen["idle"] = await read(DramReg.DRAM_RDLY)
+            ctx.set(dut.csr.addr, DramReg.DRAM_LEVEL)
+            ctx.set(dut.csr.w_data, Rdly.LEVELED | 0x2513)
+            ctx.set(dut.csr.w_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.csr.w_stb, 0)
+            seen["level"] = await read(DramReg.DRAM_LEVEL)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        setting = Rdly.pack(5, 2, 3)
+        no_phy = 0 if has_rdly else Rdly.NO_PHY
+        assert seen == {"start": int(has_rdly), "busy": setting | Rdly.BUSY | no_phy, "idle": setting | no_phy,
+                        "level": Rdly.LEVELED | 0x2513}, (has_rdly, seen)
+
+
+
+def pinless_link(spec, *, without=()):
+    """A link with the members the DRAM core uses and no pins (as a USB link, which requests its pins itself);
+    it never sends anything: enough to elaborate the core around it."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Out
+
+    from hw.bus import CsrSignature, MemPortSignature
+
+    members = {"csr": Out(CsrSignature), "mem": Out(MemPortSignature(spec.engine.rows, spec.engine.mem_addr_bits)),
+               "active": Out(1), "errors": Out(1), "rx_byte": Out(1)}
+
+    class Link(wiring.Component):
+        def elaborate(self, platform):
+            return Module()
+
+    return Link({k: v for k, v in members.items() if k not in without})
+
+
+@pytest.mark.parametrize("board", ["ulx3s-85f", "ecpix5-85f"])
+def test_board_core_takes_a_link_without_pins(board):
+    """``link=``: the core's members are the link's own pins (none here), and it elaborates; a link lacking a
+    member the core needs is refused by name."""
+    import gc
+    import shutil
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import UnusedElaboratable
+
+    from hw.boards import BOARDS
+    from hw.boards.dram_board import DramBoardCore
+
+    if shutil.which("litedram_gen") is None and not (Path(sys.executable).parent / "litedram_gen").exists():
+        pytest.skip("litedram_gen not installed (pip install -e '.[dram]')")
+    spec = BOARDS[board]
+    core = DramBoardCore(spec, sim=True, link=pinless_link(spec))
+    assert set(core.signature.members) == {"irq", "busy", "link_active", "dram_ready"}
+    assert core.link_pins == [] and not core.owns_clock
+    assert "litedram_core" in rtlil.convert(core, name="top")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=r"the link Link lacks the members \['rx_byte'\]"):
+            DramBoardCore(spec, sim=True, link=pinless_link(spec, without=("rx_byte",)))
+        gc.collect()
