@@ -474,3 +474,23 @@ def test_usb_other_vendor_requests_stall():
 
     (pid, payload), host = run_usb(script)
     assert (pid, payload) == (host.PID.STALL.byte(), None)
+
+
+# ---- the board ---------------------------------------------------------------------------------------------
+
+def test_ecpix5_usb_board_core_has_no_uart_pins():
+    from hw.boards import board
+    from hw.boards.top import BoardCore
+    from hw.link import UARTLink
+    from hw.link.usb import UsbLink
+
+    _luna()
+    spec = board("ecpix5-85f")
+    usb = BoardCore(spec.with_link("usb"), engine=CopyEngine(spec.engine))
+    uart = BoardCore(spec, engine=CopyEngine(spec.engine))
+    assert isinstance(usb.link, UsbLink) and isinstance(uart.link, UARTLink)
+    assert set(usb.signature.members) == {"irq", "busy", "link_active"}
+    assert set(uart.signature.members) == {"rx", "tx", "irq", "busy", "link_active"}
+    assert (spec.link, spec.with_link("usb").seed, spec.with_link("uart").seed) == ("uart", 2, spec.seed)
+    with pytest.raises(ValueError, match="board icebreaker has no 'usb' link; it has: uart"):
+        board("icebreaker").with_link("usb")
