@@ -494,3 +494,92 @@ def test_ecpix5_usb_board_core_has_no_uart_pins():
     assert (spec.link, spec.with_link("usb").seed, spec.with_link("uart").seed) == ("uart", 2, spec.seed)
     with pytest.raises(ValueError, match="board icebreaker has no 'usb' link; it has: uart"):
         board("icebreaker").with_link("usb")
+
+
+# ---- the host: UsbPipe under SerialBackend ---------------------------------------------------------------
+
+class FakeUsbDevice:
+    """A PyUSB device of the USB link, answering like the board: one IN read gives one whole answer (the
+    short packet that ends its transfer), a resync request drops the frame in progress. ``drop`` answers
+    are swallowed (the host must time out, resync and resend)."""
+
+    def __init__(self, *, mem_words=MEM_WORDS, drop=0):
+        self.mem = bytearray(4 * mem_words)
+        self.reader = P.FrameReader(requests=True)
+        self.answers, self.drop, self.resyncs, self.reads = [], drop, 0, []
+
+    def write(self, endpoint, data, timeout):
+        assert endpoint == P.USB_ENDPOINT and timeout >= 1, (endpoint, timeout)
+        for f in self.reader.feed(bytes(data)):
+            self.answers.append(self._answer(f))
+        return len(data)
+
+    def _answer(self, f):
+        if f.op == P.Op.INFO:
+            return ans(f.op, f.seq, payload=P.pack_info(board=3, word_bytes=4, mem_words=len(self.mem) // 4,
+                                                        clk_hz=75_000_000, baud=P.USB_HS_BAUD, last_seq=f.seq))
+        if f.op == P.Op.WRITE_MEM:
+            self.mem[4 * f.addr:4 * f.addr + len(f.payload)] = f.payload
+            return ans(f.op, f.seq, addr=f.addr)
+        assert f.op == P.Op.READ_MEM, f
+        return ans(f.op, f.seq, addr=f.addr, payload=bytes(self.mem[4 * f.addr:4 * f.addr + f.length]))
+
+    def read(self, endpoint, size, timeout):
+        import usb.core
+
+        assert endpoint == 0x80 | P.USB_ENDPOINT and size % P.USB_MAX_PACKET == 0 and timeout >= 1
+        self.reads.append(size)
+        while self.answers and self.drop:
+            self.answers.pop(0)
+            self.drop -= 1
+        if not self.answers:
+            raise usb.core.USBTimeoutError("timeout", errno=110)
+        return bytearray(self.answers.pop(0))
+
+    def ctrl_transfer(self, request_type, request, value, index, data, timeout):
+        assert (request_type, request, data) == (0x40, P.USB_REQUEST_RESYNC, None)
+        self.resyncs += 1
+        self.reader = P.FrameReader(requests=True)
+
+
+def test_serial_backend_runs_over_usb_pipe():
+    pytest.importorskip("usb", reason="PyUSB is not installed")
+    from sw.backends.serial import SerialBackend
+    from sw.backends.usb import UsbPipe
+
+    dev = FakeUsbDevice(mem_words=4096, drop=1)       # the first INFO answer is lost: timeout, resync request, resend
+    link = SerialBackend(UsbPipe(dev, name="usb:1209:0001"), config=CFGS[4], timeout=0.05)
+    data = random.Random(SEED).randbytes(P.MAX_PAYLOAD * 2 + 40)
+    link.write_mem(10, data)
+    assert link.read_mem(10, len(data) // 4) == data
+    assert (link.board, link.clk_hz, dev.resyncs, link.stats.retries) == ("ecpix5-85f", 75_000_000, 1, 1)
+    assert link.port_name == "usb:1209:0001"
+
+
+@pytest.mark.parametrize("name, expected", [("usb", (0x1209, 0x0001)), ("usb:1d50:615c", (0x1D50, 0x615C))])
+def test_usb_port_names(name, expected):
+    from sw.backends.usb import parse_usb_port
+
+    assert parse_usb_port(name) == expected
+
+
+@pytest.mark.parametrize("name", ["usb:", "usb:12:34", "usb:xyzw:0001", "usb:1209"])
+def test_usb_port_name_malformed(name):
+    from sw.backends.serial import LinkError
+    from sw.backends.usb import open_usb_port
+
+    with pytest.raises(LinkError, match=r"a USB port is 'usb' or 'usb:VVVV:PPPP'"):
+        open_usb_port(name)
+
+
+def test_usb_port_absent_is_one_line():
+    """No board here: libusb is missing, or the device is (one line either way, no traceback)."""
+    pytest.importorskip("usb", reason="PyUSB is not installed")
+    from sw.backends import open_serial
+    from sw.backends.serial import LinkError
+
+    with pytest.raises(LinkError) as e:
+        open_serial("usb")
+    msg = str(e.value)
+    assert "\n" not in msg and (msg == "usb: PyUSB finds no libusb (install libusb-1.0)" or
+                                msg.startswith("usb: no USB device 1209:0001")), msg
