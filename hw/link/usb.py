@@ -35,7 +35,23 @@ from hw.bus import CsrSignature
 from . import protocol as P
 from .bridge import LinkBridge
 
-__all__ = ["AnswerFramer", "UsbStreamLink", "UsbLink", "usb_byte_layout", "usb_descriptors"]
+__all__ = ["AnswerFramer", "UsbStreamLink", "UsbLink", "usb_byte_layout", "usb_descriptors", "usb_rates",
+           "REQUEST_BYTES_PER_CYCLE", "ANSWER_BYTES_PER_CYCLE", "USB_HS_BULK_BYTES_PER_S"]
+
+#: The link's rates in ``sync`` cycles, the bridge's (``tests/test_usb_link.py`` measures both): a request
+#: byte every other cycle; a ``READ_MEM`` answer 4 bytes every 14 cycles (a memory read, then the bytes one
+#: every other cycle through the answer register).
+REQUEST_BYTES_PER_CYCLE = 1 / 2
+ANSWER_BYTES_PER_CYCLE = 4 / 14
+#: High-speed bulk's ceiling: 13 packets of 512 bytes per 125 us microframe (USB 2.0, table 5-10).
+USB_HS_BULK_BYTES_PER_S = 13 * 512 * 8000
+
+
+def usb_rates(clk_hz: float) -> tuple[float, float]:
+    """Bytes per second of the USB link at a ``sync`` clock of ``clk_hz``: (requests, answers), the bridge's
+    rate or high-speed bulk's ceiling, whichever is lower (host turnaround not counted)."""
+    return (min(clk_hz * REQUEST_BYTES_PER_CYCLE, USB_HS_BULK_BYTES_PER_S),
+            min(clk_hz * ANSWER_BYTES_PER_CYCLE, USB_HS_BULK_BYTES_PER_S))
 
 
 def usb_byte_layout() -> data.StructLayout:
