@@ -24,8 +24,10 @@ either. What USB adds:
   so ``errors`` only counts resyncs.
 """
 
+import types
+
 from amaranth.hdl import ClockDomain, Module, ResetSignal, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.cdc import PulseSynchronizer, ResetSynchronizer
 from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -205,7 +207,8 @@ class UsbLink(wiring.Component):
 
     The device runs in the ``usb`` domain this component creates (60 MHz, the PHY's clock through
     LUNA's ULPI translator; a simulation drives it); the bridge in ``sync``. Two asynchronous FIFOs
-    cross between them, and a pulse synchronizer carries the resync request.
+    cross between them, and a pulse synchronizer carries the resync request. The PHY's reset pin
+    follows ``sync``'s reset.
 
     Parameters
     ----------
@@ -248,14 +251,26 @@ class UsbLink(wiring.Component):
     def bridge(self) -> LinkBridge:
         return self.stream_link.bridge
 
+    @staticmethod
+    def _ulpi(m, platform):
+        """The board's ULPI PHY for LUNA: its pins through I/O buffers, the reset pin left out. LUNA would
+        drive that pin from the ``usb`` domain's reset, whose release needs the PHY's own clock; it follows
+        ``sync``'s reset instead (held until the PLL locks), and the ``usb`` reset is released, synchronised,
+        once the PHY's clock runs."""
+        dirs = {"data": "io", "clk": "i", "dir": "i", "nxt": "i", "stp": "o", "rst": "o"}
+        pins = platform.request("ulpi", 0, dir={name: "-" for name in dirs})
+        bufs = {}
+        for name, d in dirs.items():
+            m.submodules[f"ulpi_{name}"] = bufs[name] = io.Buffer(d, getattr(pins, name))
+        platform.add_clock_constraint(pins.clk.io, 60e6)   # the port, as the board's own 100 MHz input
+        m.d.comb += bufs.pop("rst").o.eq(ResetSignal("sync"))
+        return types.SimpleNamespace(**bufs)
+
     def _device(self, m, platform):
         """The LUNA device and its endpoints, in ``usb``."""
         from luna.usb2 import USBDevice, USBStreamInEndpoint, USBStreamOutEndpoint
 
-        bus = self._bus
-        if bus is None:
-            bus = platform.request("ulpi", 0)
-            platform.add_clock_constraint(bus.clk.i, 60e6)
+        bus = self._bus if self._bus is not None else self._ulpi(m, platform)
         m.submodules.usb = usb = USBDevice(bus=bus)
         control = usb.add_standard_control_endpoint(usb_descriptors())
         resync = _resync_handler()
