@@ -62,7 +62,8 @@ bytes of payload that follow (0 unless ``OK``).
 Recovery
 --------
 The board drops a frame whose bytes stop for longer than its frame timeout
-(answering ``TRUNCATED``), and on a line break or a framing error. The host
+(answering ``TRUNCATED``), and on a line break or a framing error (over USB:
+the vendor request :data:`USB_REQUEST_RESYNC`, :mod:`hw.link.usb`). The host
 resends a frame after a retryable status (:data:`RETRYABLE`) or when no
 valid answer came in time, with the same sequence number. Repeats are safe:
 memory writes and every read are idempotent, and the board remembers the
