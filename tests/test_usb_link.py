@@ -497,7 +497,8 @@ def test_ecpix5_usb_board_core_has_no_uart_pins():
     rtlil.convert(uart)
     assert isinstance(uart.link, UARTLink)
     assert set(uart.signature.members) == {"rx", "tx", "irq", "busy", "link_active"}
-    assert (spec.link, spec.with_link("usb").seed, spec.with_link("uart").seed) == ("uart", 2, spec.seed)
+    usb = spec.with_link("usb")
+    assert (spec.link, usb.link, usb.seed, usb.pnr_opts, spec.with_link("uart")) == ("uart", "usb", 1, "", spec)
     with pytest.raises(ValueError, match="board icebreaker has no 'usb' link; it has: uart"):
         board("icebreaker").with_link("usb")
 

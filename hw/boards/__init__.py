@@ -65,8 +65,9 @@ class BoardSpec:
         whose ``links`` has it); :meth:`with_link` chooses it.
     links : tuple
         The links the board can carry (``usb``: a ULPI PHY, amaranth-boards' ``ulpi`` resource).
-    link_seeds : dict
-        nextpnr's seed for a link whose build places better with another than ``seed``.
+    link_options : dict
+        Per link, the fields its build changes (``{"usb": {"pnr_opts": "", "seed": 1}}``): another nextpnr
+        seed or router where the board's own do not route that top.
     """
 
     name: str
@@ -88,7 +89,7 @@ class BoardSpec:
     mult: str | None = None
     link: str = "uart"
     links: tuple = ("uart",)
-    link_seeds: dict = dataclasses.field(default_factory=dict)
+    link_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.link not in self.links:
@@ -104,7 +105,7 @@ class BoardSpec:
                              f"integer divisor >= 4 within 1 %")
 
     def with_link(self, link: str) -> BoardSpec:
-        """This board built with the host link ``link`` (and that link's seed, if it has one).
+        """This board built with the host link ``link`` (and that link's :attr:`link_options`).
 
         Raises
         ------
@@ -113,7 +114,7 @@ class BoardSpec:
         """
         if link not in self.links:
             raise ValueError(f"board {self.name} has no {link!r} link; it has: {', '.join(self.links)}")
-        return dataclasses.replace(self, link=link, seed=self.link_seeds.get(link, self.seed))
+        return dataclasses.replace(self, link=link, **self.link_options.get(link, {}))
 
     @property
     def board_id(self) -> int:
@@ -193,9 +194,10 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
         mem_words=16384, storage="bram",
         clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
         pnr_opts="--router router2",
-        # High-speed USB on the USB3300 ULPI PHY (issue 11): `--link usb`. Seed 2 met both clocks on the USB
-        # top before (sync 79.6 MHz at 75, usb 96.9 at 60; seed 1 reached 73.1 at 75).
-        links=("uart", "usb"), link_seeds={"usb": 2}),
+        # High-speed USB on the USB3300 ULPI PHY (issue 11): `--link usb`. router2 does not converge on the USB
+        # top (seeds 1 and 2, 2026-12-05: overused wires fall to ~400-500, then climb for ever from iteration
+        # ~27); nextpnr's default router routes it (docs/BOARDS.md).
+        links=("uart", "usb"), link_options={"usb": {"pnr_opts": "", "seed": 1}}),
 )}
 
 
