@@ -9,6 +9,8 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Board for `make bitstream`, e.g. `make bitstream BOARD=icebreaker`.
 BOARD   ?= icebreaker
+# Host link of the bitstream: uart, or usb (ecpix5-85f: LUNA on its ULPI PHY, issue 11).
+LINK    ?= uart
 # Array geometry for `make sim`/`make bench` (rows x cols).
 ROWS    ?= 8
 COLS    ?= 16
@@ -23,7 +25,7 @@ help:
 	@echo "make bench      cycle / utilization / simulator-speed benchmarks"
 	@echo "make test-slow  the long simulations (whole detectors on every picture, full-size link run)"
 	@echo "make test-deep  the Verilator property tests with the deep hypothesis profile (randomized, thousands)"
-	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|ecpix5-85f"
+	@echo "make bitstream BOARD=icebreaker|ulx3s-85f|ecpix5-85f [LINK=usb]"
 	@echo "make lint       ruff"
 
 install: $(STAMP)
@@ -50,7 +52,7 @@ bench: $(STAMP)
 	$(PY) -m tools.bench --rows $(ROWS) --cols $(COLS)
 
 bitstream: $(STAMP)
-	$(PY) -m hw.boards.build $(BOARD)
+	$(PY) -m hw.boards.build $(BOARD) --link $(LINK)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff==0.17.6

@@ -87,7 +87,7 @@ def _check_options(args) -> None:
     if args.backend != "serial":
         return
     if not args.port:
-        raise InputError("--backend serial needs --port (a device such as /dev/ttyUSB1, or sim:<board>)")
+        raise InputError("--backend serial needs --port (a device such as /dev/ttyUSB1, usb, or sim:<board>)")
     if args.port.startswith("sim:"):
         from hw.boards import BOARDS
 
@@ -489,7 +489,8 @@ def _add_common(p, *, link_timeout: bool = True):
     p.add_argument("--backend", choices=list(BACKENDS), default="golden",
                    help="where the engine runs: " + "; ".join(f"{k}: {e.summary}" for k, e in BACKENDS.items())
                    + " (default: golden)")
-    p.add_argument("--port", help="serial port of the board (with --backend serial), or sim:<board>")
+    p.add_argument("--port", help="serial port of the board (with --backend serial), usb (the board's USB link, "
+                   "or usb:VVVV:PPPP), or sim:<board>")
     if link_timeout:
         p.add_argument("--timeout", type=_bounded(float, 0.0), default=None,
                        help="seconds the board has to answer each request (--backend serial; default: the "

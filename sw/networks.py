@@ -257,12 +257,19 @@ class Runner:
                              cycles=run.cycles, clock_mhz=clk / 1e6, exact=exact)
         # With two input buffers the picture crosses while the engine runs (ResidentSession.frames).
         est = fps_estimate(self.program, cycles=run.cycles or 1, link_bytes=frame.bytes, clk_hz=clk,
-                           baud=spec.baud if spec is not None else info["baud"],
+                           baud=_link_baud(spec, info),
                            overlap_bytes=frame.picture_bytes if self.session.double_buffered else 0,
                            dram_bytes_per_cycle=BOARD_DRAM_BYTES_PER_CYCLE.get(getattr(spec, "name", ""),
                                                                                DRAM_BYTES_PER_CYCLE))
         return Result(outputs=host_finish(self.qgraph, inf.tensors), run=run, report=rep,
                       extra={"frame": frame, "fps": est, "uploads": self.session.uploads})
+
+
+def _link_baud(spec, info: dict) -> int:
+    """The line rate for frames-per-second figures: the board's UART rate, or USB's when its INFO says so."""
+    from hw.link.protocol import USB_HS_BAUD
+
+    return info["baud"] if spec is None or info["baud"] == USB_HS_BAUD else spec.baud
 
 
 def classify(runner: Runner, image: str | Path | torch.Tensor,

@@ -416,6 +416,12 @@ class FpsEstimate:
     baud: int
     dram_bytes_per_cycle: float = DRAM_BYTES_PER_CYCLE
     overlap_bytes: int = 0     # of link_bytes, those sent while the engine runs
+    link_bytes_per_s: float = 0.0   # the link's rate when it is not a UART's baud / 10 (USB: hw.link.usb.usb_rates)
+
+    @property
+    def bytes_per_s(self) -> float:
+        """The link's bytes per second: ``link_bytes_per_s``, else the UART's (8N1: 10 bits a byte)."""
+        return self.link_bytes_per_s or self.baud / 10
 
     @property
     def fps_compute(self) -> float:
@@ -427,7 +433,7 @@ class FpsEstimate:
 
     @property
     def fps_link(self) -> float:
-        return self.baud / 10 / self.link_bytes      # 8N1: 10 bits a byte
+        return self.bytes_per_s / self.link_bytes
 
     @property
     def engine_s(self) -> float:
@@ -435,7 +441,7 @@ class FpsEstimate:
         return max(self.cycles / self.clk_hz, self.dram_bytes / (self.clk_hz * self.dram_bytes_per_cycle))
 
     def link_s(self, nbytes: int) -> float:
-        return 10 * nbytes / self.baud
+        return nbytes / self.bytes_per_s
 
     @property
     def fps(self) -> float:
@@ -457,16 +463,26 @@ class FpsEstimate:
                 f"{self.clk_hz / 1e6:g} MHz), "
                 f"memory-bound {self.fps_memory:.2f} ({self.dram_bytes / 1e6:.2f} MB at "
                 f"{self.dram_bytes_per_cycle * self.clk_hz / 1e6:.0f} MB/s), link-bound {self.fps_link:.2f} "
-                f"({self.link_bytes:,} B at {self.baud / 1e6:g} Mbaud); {end}")
+                f"({self.link_bytes:,} B at {self._rate()}); {end}")
+
+    def _rate(self) -> str:
+        return f"{self.link_bytes_per_s / 1e6:.1f} MB/s" if self.link_bytes_per_s else f"{self.baud / 1e6:g} Mbaud"
 
 
 def fps_estimate(program: Program, *, cycles: int, link_bytes: int, clk_hz: float, baud: int,
                  dram_bytes_per_cycle: float = DRAM_BYTES_PER_CYCLE, overlap_bytes: int = 0) -> FpsEstimate:
     """:class:`FpsEstimate` of ``program`` from a frame's measured ``cycles`` and ``link_bytes`` (of which
-    ``overlap_bytes`` can cross during the run)."""
+    ``overlap_bytes`` can cross during the run). A board whose INFO reports USB's 480 Mbit/s as ``baud``
+    runs at the USB link's request rate (:func:`hw.link.usb.usb_rates`: a frame's bytes are its picture)."""
     dram = sum(s.read_bytes + s.write_bytes for s in program.steps)
+    rate = 0.0
+    if baud == P.USB_HS_BAUD:
+        from hw.link.usb import usb_rates
+
+        rate = usb_rates(clk_hz)[0]
     return FpsEstimate(clk_hz=clk_hz, cycles=cycles, dram_bytes=dram, link_bytes=link_bytes, baud=baud,
-                       dram_bytes_per_cycle=dram_bytes_per_cycle, overlap_bytes=overlap_bytes)
+                       dram_bytes_per_cycle=dram_bytes_per_cycle, overlap_bytes=overlap_bytes,
+                       link_bytes_per_s=rate)
 
 
 def picture_requests(program: Program, *, pixels: bool) -> list[tuple[P.Op, int]]:

@@ -202,6 +202,20 @@ def test_bitstream_meets_timing(name, tmp_path):
     assert r["bitstream"] and r["timing_met"], (r["error"], r["fmax"], r["critical_path"])
 
 
+@pytest.mark.slow
+def test_ecpix5_usb_bitstream_meets_timing(tmp_path):
+    """The ECPIX-5 with its host link over USB (issue 11, ``make bitstream BOARD=ecpix5-85f LINK=usb``): the
+    bitstream written, both clocks met (``sync`` at 75 MHz, the PHY's 60 MHz), no ABC step lost."""
+    pytest.importorskip("luna", reason="LUNA is not installed (the usb extra)")
+    name = "ecpix5-85f"
+    _tools_or_skip(BOARDS[name].family)
+    from hw.boards.build import build_board
+
+    r = build_board(name, tmp_path / name, echo=False, link="usb")
+    assert r["link"] == {"kind": "usb"} and not r["abc_failures"], (r["link"], r["abc_failures"])
+    assert r["bitstream"] and r["timing_met"] and len(r["fmax"]) == 2, (r["error"], r["fmax"], r["critical_path"])
+
+
 def test_flow_time_limit_stops_a_tool_that_never_ends(tmp_path):
     """nextpnr's router can loop for ever on a congested design: the flow stops it at its time limit."""
     import io

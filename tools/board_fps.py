@@ -102,6 +102,10 @@ def measure(spec: BoardSpec, name: str, *, verbose: bool = False) -> dict:
         "fps_link": 1 / link_s, "fps_link_with_turnaround": 1 / link_s_rt,
         "fps_board": 1 / (out["cycles"] / clk + link_s_rt),
     })
+    if "usb" in spec.links:   # the same traffic over the USB link (issue 11), host turnaround not counted
+        out["link_s_usb"] = t.usb_seconds(clk)
+        out["fps_link_usb"] = 1 / out["link_s_usb"]
+        out["fps_board_usb"] = 1 / (out["cycles"] / clk + out["link_s_usb"])
     return out
 
 

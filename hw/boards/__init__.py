@@ -60,6 +60,14 @@ class BoardSpec:
     mult : str or None
         The array's multipliers (:data:`hw.mult.FAMILIES`); ``None``: the device family's DSP
         primitive (:func:`hw.mult.platform_family`).
+    link : str
+        The host link of the build: ``uart`` (the default) or ``usb`` (:mod:`hw.link.usb`, on a board
+        whose ``links`` has it); :meth:`with_link` chooses it.
+    links : tuple
+        The links the board can carry (``usb``: a ULPI PHY, amaranth-boards' ``ulpi`` resource).
+    link_options : dict
+        Per link, the fields its build changes (``{"usb": {"pnr_opts": "", "seed": 1}}``): another nextpnr
+        seed or router where the board's own do not route that top.
     """
 
     name: str
@@ -79,8 +87,13 @@ class BoardSpec:
     seed: int = 1
     dram_config: str = ""
     mult: str | None = None
+    link: str = "uart"
+    links: tuple = ("uart",)
+    link_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.link not in self.links:
+            raise ValueError(f"board {self.name}: link must be one of {', '.join(self.links)}, got {self.link!r}")
         if self.family not in ("ice40", "ecp5"):
             raise ValueError(f"board {self.name}: family must be ice40 or ecp5, got {self.family!r}")
         if self.mem_words > 1 << self.engine.mem_addr_bits:
@@ -90,6 +103,18 @@ class BoardSpec:
         if abs(round(div) - div) / div > 0.01 or round(div) < 4:
             raise ValueError(f"board {self.name}: {self.clk_hz} Hz / {self.baud} baud = {div:.2f} is not an "
                              f"integer divisor >= 4 within 1 %")
+
+    def with_link(self, link: str) -> BoardSpec:
+        """This board built with the host link ``link`` (and that link's :attr:`link_options`).
+
+        Raises
+        ------
+        ValueError
+            If the board has no such link (the message lists the ones it has).
+        """
+        if link not in self.links:
+            raise ValueError(f"board {self.name} has no {link!r} link; it has: {', '.join(self.links)}")
+        return dataclasses.replace(self, link=link, **self.link_options.get(link, {}))
 
     @property
     def board_id(self) -> int:
@@ -172,7 +197,11 @@ BOARDS: dict[str, BoardSpec] = {spec.name: spec for spec in (
                             ibuf_read_ports=1),  # as the ULX3S: the routed 4x8 configuration
         mem_words=1 << 27, storage="sdram", dram_config="ecpix5_ddr3.yml",
         clk_hz=75_000_000, mult="generic",  # the bitstreams of docs/BOARDS.md; mult=None: MULT18X18D instances
-        pnr_opts="--router router2"),
+        pnr_opts="--router router2",
+        # High-speed USB on the USB3300 ULPI PHY (issue 11): `--link usb`. router2 does not converge on the USB
+        # top (seeds 1 and 2, 2026-12-05: overused wires fall to ~400-500, then climb for ever from iteration
+        # ~27); nextpnr's default router routes it (docs/BOARDS.md).
+        links=("uart", "usb"), link_options={"usb": {"pnr_opts": "", "seed": 1}}),
 )}
 
 

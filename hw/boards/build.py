@@ -1,13 +1,14 @@
 """Build a board's bitstream with the YoWASP tools and report what it uses and how fast it runs.
 
-``python -m hw.boards.build <board>`` (``make bitstream BOARD=<board>``)
+``python -m hw.boards.build <board> [--link usb]`` (``make bitstream BOARD=<board> [LINK=usb]``)
 elaborates :class:`hw.boards.top.BoardTop` for the board of
 :data:`hw.boards.BOARDS`, runs Yosys, nextpnr and the packer into
 ``build/<board>/``, and writes ``build/<board>/report.json``: LUTs,
 flip-flops, multipliers, block RAMs used of available, the clock nextpnr
 reached against the target, peak GOPS, the critical path when timing fails,
 and the time of each step. Tool output goes to ``build/<board>/build.log``;
-the console gets progress lines.
+the console gets progress lines. ``--link usb`` builds the board's USB top
+(:mod:`hw.link.usb`) into ``build/<board>-usb/``.
 
 The tools are the pip-installed YoWASP ones unless the usual variables
 (``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``)
@@ -271,7 +272,8 @@ def _prepare(spec: BoardSpec, build_dir: Path, *, seed: int, synth_only: bool, s
     return script
 
 
-def synth_check(name: str, build_dir: str | os.PathLike | None = None, *, echo: bool = False) -> dict:
+def synth_check(name: str, build_dir: str | os.PathLike | None = None, *, echo: bool = False,
+                link: str = "uart") -> dict:
     """Synthesize a board top (Yosys only) and compare its cells with the device's budget.
 
     Returns ``{"board", "cells": {...}, "budget": {...}, "over": {resource: (used, available)}, "seconds"}``;
@@ -285,8 +287,8 @@ def synth_check(name: str, build_dir: str | os.PathLike | None = None, *, echo: 
     RuntimeError
         If Yosys fails (the log's tail in the message).
     """
-    spec = board(name)
-    build_dir = Path(build_dir) if build_dir else REPO_ROOT / "build" / f"{name}-synth"
+    spec = board(name).with_link(link)
+    build_dir = Path(build_dir) if build_dir else REPO_ROOT / "build" / f"{_build_name(spec)}-synth"
     env = tool_env(spec.family)
     t0 = time.monotonic()
     script = _prepare(spec, build_dir, seed=1, synth_only=True)
@@ -326,15 +328,23 @@ def _critical_path(report: dict, log_text: str) -> list[str]:
     return []
 
 
+def _build_name(spec: BoardSpec) -> str:
+    """The build folder's name: the board's, ``-usb`` for its USB top."""
+    return spec.name if spec.link == "uart" else f"{spec.name}-{spec.link}"
+
+
 def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: int | None = None,
                 echo: bool = True, shell: bool = False, time_limit: float | None = 3600.0,
-                pnr_extra: str = "") -> dict:
+                pnr_extra: str = "", link: str = "uart") -> dict:
     """Build the bitstream of board ``name`` and return (and write) its report.
 
     ``time_limit`` (seconds, None for none) stops a flow that runs longer:
     the report then says so, with the router's last line.
 
     ``pnr_extra`` adds nextpnr options to the board's (``--placer static``, ...).
+
+    ``link`` is the host link (``uart``, or ``usb`` on a board that has it: :meth:`BoardSpec.with_link`,
+    whose seed it takes unless ``seed`` is given).
 
     ``shell`` builds the top with :class:`ShellEngine` in place of the
     engine: what the link, the memory, the arbiter and the PLL cost alone.
@@ -345,10 +355,12 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         Unknown board.
     ToolsMissing
         A tool of the flow is absent.
+    ValueError
+        The board has no such link.
     """
-    spec = board(name)
+    spec = board(name).with_link(link)
     seed = spec.seed if seed is None else seed
-    build_dir = Path(build_dir) if build_dir else REPO_ROOT / "build" / name
+    build_dir = Path(build_dir) if build_dir else REPO_ROOT / "build" / _build_name(spec)
     env = tool_env(spec.family)
     t0 = time.monotonic()
     if echo:
@@ -405,7 +417,8 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
                    "mem_addr_bits": cfg.mem_addr_bits, "pool_max_cb": cfg.pool_max_cb,
                    "macs_per_cycle": cfg.macs_per_cycle},
         "memory": {"storage": spec.storage, "words": spec.mem_words, "bytes": spec.mem_bytes},
-        "link": {"baud": spec.baud, "divisor": spec.divisor},
+        "link": ({"kind": "usb"} if spec.link == "usb" else {"kind": "uart", "baud": spec.baud,
+                                                              "divisor": spec.divisor}),
         "target_mhz": spec.clk_hz / 1e6, "fmax": fmax, "fmax_mhz": achieved, "timing_met": met,
         "peak_gops": round(spec.peak_gops, 2),
         "utilization": util, "synth_cells": synth,
@@ -417,7 +430,7 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
         "seconds": {"elaborate": round(t_elab, 1), "total": round(total, 1)},
         "seed": seed, "nextpnr_options": nextpnr_options(spec, seed, pnr_extra), "abc_failures": abc,
         "tools": _versions(env), "shell": shell,
-        "command": f"make bitstream BOARD={spec.name}",
+        "command": f"make bitstream BOARD={spec.name}" + (f" LINK={spec.link}" if spec.link != "uart" else ""),
     }
     if spec.storage == "sdram":   # the LiteDRAM controller's share, synthesised alone
         from .dram.gen import generate
@@ -433,7 +446,8 @@ def build_board(name: str, build_dir: str | os.PathLike | None = None, *, seed: 
 def format_report(r: dict) -> str:
     """The report as a small table."""
     lines = [f"{r['board']} ({r['device']}): engine {r['engine']['rows']}x{r['engine']['cols']}, "
-             f"{r['memory']['bytes'] // 1024} KiB {r['memory']['storage']}, {r['link']['baud'] / 1e6:g} Mbaud"]
+             f"{r['memory']['bytes'] // 1024} KiB {r['memory']['storage']}, "
+             + (f"{r['link']['baud'] / 1e6:g} Mbaud" if "baud" in r["link"] else "USB high speed")]
     names = {"lut": "LUT" if r["family"] == "ecp5" else "LC (LUT+FF)", "ff": "FF", "dsp": "DSP/MULT",
              "bram": "block RAM", "spram": "SPRAM", "pll": "PLL"}
     for res, u in r["utilization"].items():
@@ -462,7 +476,9 @@ def format_report(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hw.boards.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("board", choices=list(BOARDS), help="board to build")
-    ap.add_argument("--build-dir", help="default: build/<board>")
+    ap.add_argument("--build-dir", help="default: build/<board> (build/<board>-usb with --link usb)")
+    ap.add_argument("--link", choices=("uart", "usb"), default="uart",
+                    help="host link: the UART (default) or USB on a board with a ULPI PHY (ecpix5-85f)")
     ap.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default: the board's, "
                     "BoardSpec.seed)")
     ap.add_argument("--pnr-opts", default="", help="more nextpnr options, e.g. '--placer static'")
@@ -474,14 +490,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.synth_only:
-            r = synth_check(args.board, args.build_dir, echo=True)
+            r = synth_check(args.board, args.build_dir, echo=True, link=args.link)
             print(json.dumps(r, indent=2))
             return 2 if r["over"] else 0
         r = build_board(args.board, args.build_dir or (str(REPO_ROOT / "build" / f"{args.board}-shell")
                                                        if args.shell else None), seed=args.seed, shell=args.shell,
-                        pnr_extra=args.pnr_opts,
+                        pnr_extra=args.pnr_opts, link=args.link,
                         time_limit=args.time_limit * 60 if args.time_limit > 0 else None)
-    except ToolsMissing as e:
+    except (ToolsMissing, ValueError) as e:   # ValueError: a link the board does not have
         print(f"error: {e}", file=sys.stderr)
         return 2
     if r["error"] and not r["fmax"]:

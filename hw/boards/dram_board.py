@@ -65,11 +65,10 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.arbiter import MemArbiter
-from hw.boards.top import drive_board_pins
+from hw.boards.top import board_link, drive_board_pins
 from hw.bus import CsrSignature
 from hw.dram_port import dram_port
 from hw.engine import Engine
-from hw.link import UARTLink
 
 __all__ = ["DramReg", "InitBits", "INIT_MAGIC", "Rdly", "WishboneSignature", "DramInitSequencer", "ReadDelaySetter",
            "DramRegisters", "PADS", "DramBoardCore", "init_status"]
@@ -442,7 +441,7 @@ class DramBoardCore(wiring.Component):
         Cycles after the sequence within which ``init_done`` must rise.
     link : wiring.Component or None
         The host link (members ``csr``, ``mem``, ``active``, ``errors``, ``rx_byte``, :data:`LINK_MEMBERS`);
-        default :class:`hw.link.UARTLink` with ``WRITE_PIX``.
+        default the spec's (:func:`hw.boards.top.board_link`: the UART, or USB) with ``WRITE_PIX``.
 
     Members
     -------
@@ -472,11 +471,8 @@ class DramBoardCore(wiring.Component):
         self.init_writes = [(self.dram.csrs[reg], value, wait) for reg, value, wait in writes]
         self.init_deadline = init_deadline
         self.engine = Engine(cfg) if engine is None else engine
-        if link is None:
-            baud = spec.baud if divisor is None else spec.clk_hz // self.divisor
-            link = UARTLink(divisor=self.divisor, word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
-                            mem_words=spec.mem_words, frame_timeout=self.frame_timeout, board=spec.board_id,
-                            clk_hz=spec.clk_hz, baud=baud, write_pix=True)
+        if link is None:    # the spec's link: the UART, or USB on the ULPI PHY (spec.with_link("usb"))
+            link = board_link(spec, frame_timeout=self.frame_timeout, divisor=divisor, write_pix=True)
         missing = [name for name in LINK_MEMBERS if name not in link.signature.members]
         if missing:
             raise ValueError(f"the link {type(link).__name__} lacks the members {missing}")

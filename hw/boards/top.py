@@ -1,4 +1,4 @@
-"""Board tops: the engine, its on-chip memory, the UART link, a memory arbiter, the PLL.
+"""Board tops: the engine, its on-chip memory, the host link, a memory arbiter, the PLL.
 
 ::
 
@@ -11,6 +11,11 @@
 :class:`BoardCore` is everything but the clock and the pins; the Verilator
 link test (:mod:`sim.link_top`) builds exactly it. :class:`BoardTop` adds the
 PLL, the reset and the board's resources, for ``platform.build``.
+
+The link is the UART (:class:`hw.link.UARTLink`) or, on a board with a ULPI PHY, USB
+(:class:`hw.link.usb.UsbLink`, ``BoardSpec.link == "usb"``): :func:`board_link` makes the
+one the spec names, and a board core takes any link with their members (``csr``, ``mem``,
+``active``; ``rx``/``tx`` only for a link with pins).
 """
 
 
@@ -28,7 +33,27 @@ from . import BoardSpec
 from .memory import OnChipMemory
 from .pll import BoardClock
 
-__all__ = ["BoardCore", "BoardTop"]
+__all__ = ["BoardCore", "BoardTop", "board_link", "link_has_pins", "drive_board_pins"]
+
+
+def board_link(spec: "BoardSpec", *, frame_timeout: int, divisor: int | None = None, write_pix: bool = False):
+    """The host link ``spec.link`` names, for a board core: the UART at ``divisor`` clocks a bit (default the
+    spec's), or USB on the board's ULPI PHY (INFO then reports 480 Mbit/s as its line rate)."""
+    cfg = spec.engine
+    bridge = dict(word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits, mem_words=spec.mem_words,
+                  frame_timeout=frame_timeout, board=spec.board_id, clk_hz=spec.clk_hz, write_pix=write_pix)
+    if spec.link == "usb":
+        from hw.link.protocol import USB_HS_BAUD
+        from hw.link.usb import UsbLink
+
+        return UsbLink(baud=USB_HS_BAUD, **bridge)
+    div = spec.divisor if divisor is None else divisor
+    return UARTLink(divisor=div, baud=spec.baud if divisor is None else spec.clk_hz // div, **bridge)
+
+
+def link_has_pins(link) -> bool:
+    """The link has UART lines (``rx``, ``tx``) for the board's pins."""
+    return "rx" in link.signature.members
 
 
 class BoardCore(wiring.Component):
@@ -47,11 +72,14 @@ class BoardCore(wiring.Component):
     engine : wiring.Component or None
         The accelerator, default ``Engine(spec.engine)``. Tests put a stand-in
         with the same members here (``sim.fixtures.CopyEngine``).
+    link : wiring.Component or None
+        The host link, default :func:`board_link` of the spec (UART or USB). Any component with
+        ``csr``, ``mem``, ``active`` (and ``rx``/``tx`` when it has pins) will do.
 
     Members
     -------
     rx : ``In(1)``, tx : ``Out(1)``
-        The UART lines (host to board, board to host), idle high.
+        The UART lines (host to board, board to host), idle high; only with a link that has them.
     irq : ``Out(1)``
         The engine's interrupt (``STATUS`` has DONE or ERROR).
     busy : ``Out(1)``
@@ -60,27 +88,20 @@ class BoardCore(wiring.Component):
         A frame is being received or answered.
     """
 
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-    irq: Out(1)
-    busy: Out(1)
-    link_active: Out(1)
-
     def __init__(self, spec: "BoardSpec", *, divisor: int | None = None, frame_timeout: int | None = None,
-                 engine=None):
+                 engine=None, link=None):
         self.spec = spec
         cfg = spec.engine
         self.divisor = spec.divisor if divisor is None else divisor
         self.frame_timeout = (max(16, round(spec.frame_timeout_s * spec.clk_hz)) if frame_timeout is None
                               else frame_timeout)
         self.engine = Engine(cfg) if engine is None else engine
-        baud = spec.baud if divisor is None else spec.clk_hz // self.divisor
-        self.link = UARTLink(divisor=self.divisor, word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits,
-                             mem_words=spec.mem_words, frame_timeout=self.frame_timeout, board=spec.board_id,
-                             clk_hz=spec.clk_hz, baud=baud)
+        self.link = (board_link(spec, frame_timeout=self.frame_timeout, divisor=divisor) if link is None
+                     else link)
         self.memory = OnChipMemory(word_bytes=cfg.rows, addr_bits=cfg.mem_addr_bits, mem_words=spec.mem_words,
                                    storage=spec.storage)
-        super().__init__()
+        pins = {"rx": In(1, init=1), "tx": Out(1, init=1)} if link_has_pins(self.link) else {}
+        super().__init__({**pins, "irq": Out(1), "busy": Out(1), "link_active": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -99,15 +120,18 @@ class BoardCore(wiring.Component):
         return m
 
 
-def drive_board_pins(m: Module, core, link, engine, *, pins=("rx", "tx")) -> None:
-    """The link's ``pins`` (members of the link and the core alike: the UART's lines), ``irq``, ``link_active``
-    and ``busy`` ports of a board core (``busy``, for an LED: a run in progress, from the START the link wrote to
-    the end the engine signals)."""
+def drive_board_pins(m: Module, core, link, engine, *, pins=None) -> None:
+    """The link's ``pins`` (members of the link and the core alike; default the UART's lines when the link has
+    them, none for a USB link, which requests its PHY itself), ``irq``, ``link_active`` and ``busy`` ports of a
+    board core (``busy``, for an LED: a run in progress, from the START the link wrote to the end the engine
+    signals)."""
     busy = Signal()
     with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
         m.d.sync += busy.eq(1)
     with m.If(engine.irq):
         m.d.sync += busy.eq(0)
+    if pins is None:
+        pins = ("rx", "tx") if link_has_pins(link) else ()
     for name in pins:
         if link.signature.members[name].flow == In:
             m.d.comb += getattr(link, name).eq(getattr(core, name))
@@ -117,7 +141,8 @@ def drive_board_pins(m: Module, core, link, engine, *, pins=("rx", "tx")) -> Non
 
 
 class BoardTop(Elaboratable):
-    """The bitstream's top: :class:`BoardCore` on the board's PLL clock, UART and LEDs.
+    """The bitstream's top: :class:`BoardCore` on the board's PLL clock, its link (UART pins, or the USB PHY
+    the link requests) and LEDs.
 
     Parameters
     ----------
@@ -158,13 +183,8 @@ class BoardTop(Elaboratable):
             m.d.comb += clock.clk_in.eq(osc.i)
         if not getattr(core, "owns_clock", False):
             m.d.comb += ClockSignal("sync").eq(clock.clk)
-        if "rx" in core.signature.members:     # a UART link (another link requests its own pins)
-            # Every subsignal raw (some boards add rts/dtr to the FTDI UART); only rx and tx are used.
-            subs = [sub.name for sub in platform.lookup("uart", 0).ios if isinstance(sub, Subsignal)]
-            uart = platform.request("uart", 0, dir={name: "-" for name in subs})
-            m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
-            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-            m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
+        if link_has_pins(core.link):   # a UART link (a USB link requests its PHY itself)
+            self._uart(m, platform, core)
         leds = (core.irq, core.busy, core.link_active) + ((core.dram_ready,) if hasattr(core, "dram_ready") else ())
         for i, sig in enumerate(leds):
             try:
@@ -174,3 +194,12 @@ class BoardTop(Elaboratable):
             m.submodules[f"led_{i}"] = led = io.Buffer("o", pin)
             m.d.comb += led.o.eq(sig)
         return m
+
+    @staticmethod
+    def _uart(m, platform, core):
+        # Every subsignal raw (some boards add rts/dtr to the FTDI UART); only rx and tx are used.
+        subs = [sub.name for sub in platform.lookup("uart", 0).ios if isinstance(sub, Subsignal)]
+        uart = platform.request("uart", 0, dir={name: "-" for name in subs})
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]

@@ -8,7 +8,10 @@
 :mod:`~hw.link.bridge`
     :class:`LinkBridge`: frames to CSR and memory accesses, and the answers;
 :mod:`~hw.link.link`
-    :class:`UARTLink`: UART pins to the bridge's initiators.
+    :class:`UARTLink`: UART pins to the bridge's initiators;
+:mod:`~hw.link.usb`
+    ``UsbLink``: the same frames over high-speed USB (LUNA, the optional ``usb`` extra; imported
+    on its own, not here).
 """
 
 from .bridge import LinkBridge

@@ -62,7 +62,8 @@ bytes of payload that follow (0 unless ``OK``).
 Recovery
 --------
 The board drops a frame whose bytes stop for longer than its frame timeout
-(answering ``TRUNCATED``), and on a line break or a framing error. The host
+(answering ``TRUNCATED``), and on a line break or a framing error (over USB:
+the vendor request :data:`USB_REQUEST_RESYNC`, :mod:`hw.link.usb`). The host
 resends a frame after a retryable status (:data:`RETRYABLE`) or when no
 valid answer came in time, with the same sequence number. Repeats are safe:
 memory writes and every read are idempotent, and the board remembers the
@@ -86,7 +87,8 @@ __all__ = [
     "FRAME_OVERHEAD", "MAX_PAYLOAD",
     "MAX_READ_REGS", "Info", "INFO_BYTES", "BOARD_IDS", "DEFAULT_BAUD", "Frame", "encode_frame",
     "encode_header", "FrameReader", "check_request", "answer_length", "request_wire_bytes",
-    "answer_wire_bytes", "pack_info", "unpack_info",
+    "answer_wire_bytes", "pack_info", "unpack_info", "USB_VID", "USB_PID", "USB_ENDPOINT", "USB_MAX_PACKET",
+    "USB_REQUEST_RESYNC", "USB_HS_BAUD",
 ]
 
 #: First byte of every frame.
@@ -170,6 +172,18 @@ CSR_REGS = 1 << CSR_ADDR_BITS
 #: UART rate of every board: 3 Mbaud, 8N1. The FT2232H (iCEBreaker, ECPIX-5) and the FT231X (ULX3S)
 #: both derive it exactly (12 MHz / 4 and 48 MHz / 16), and every board clock is a multiple of 3 MHz.
 DEFAULT_BAUD = 3_000_000
+
+#: The USB link (:mod:`hw.link.usb`, :mod:`sw.backends.usb`): the same frames over a vendor-class high-speed
+#: device with one bulk OUT and one bulk IN endpoint. VID:PID is pid.codes' test pair (1209:0001): for a
+#: board on a developer's desk, not for products.
+USB_VID, USB_PID = 0x1209, 0x0001
+#: The bulk endpoints' number (OUT 0x01: requests, IN 0x81: answers) and their packet size (high speed).
+USB_ENDPOINT = 1
+USB_MAX_PACKET = 512
+#: Vendor request (host to device, no data stage) that drops the frame in progress: the UART's line break.
+USB_REQUEST_RESYNC = 0x01
+#: What INFO reports as the line rate of a USB board: the high-speed signalling rate, 480 Mbit/s.
+USB_HS_BAUD = 480_000_000
 
 #: Board identifiers reported by INFO (0: a simulation top or a test bench).
 BOARD_IDS = {"sim": 0, "icebreaker": 1, "ulx3s-85f": 2, "ecpix5-85f": 3}

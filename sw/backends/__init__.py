@@ -10,7 +10,9 @@ name           what                                            options (keyword 
 
 A serial port is a device (``/dev/ttyUSB1``), a pyserial-like object, or
 ``<scheme>:<name>`` from :data:`PORT_SCHEMES`: ``sim:<board>`` is the board's
-top simulated in Verilator behind its UART (:func:`sim.link_sim.open_sim_port`).
+top simulated in Verilator behind its UART (:func:`sim.link_sim.open_sim_port`);
+``usb`` (or ``usb:VVVV:PPPP``) is a board's USB link through PyUSB
+(:func:`sw.backends.usb.open_usb_port`).
 
 The simulator backends sit above ``sw`` in the package order
 (``hw`` <- ``quant`` <- ``sw`` <- ``sim`` <- ``tools``): the registry names
@@ -53,6 +55,7 @@ BACKENDS: dict[str, BackendEntry] = {
 #: Serial ports that are not devices: ``<scheme>:<name>`` -> ``"module:function"`` opening a pyserial-like port.
 PORT_SCHEMES: dict[str, str] = {
     "sim": "sim.link_sim:open_sim_port",
+    "usb": "sw.backends.usb:open_usb_port",   # also bare: "usb" is the first 1209:0001 device
 }
 
 
@@ -96,7 +99,7 @@ def open_port(port):
         If the scheme's port cannot be opened (the message names the port; the cause is chained).
     """
     scheme, sep, _ = port.partition(":") if isinstance(port, str) else ("", "", "")
-    if not sep or scheme not in PORT_SCHEMES:
+    if scheme not in PORT_SCHEMES or not (sep or scheme == "usb"):
         return port
     from sw.transport import TransportError
 
@@ -117,12 +120,12 @@ def open_serial(port, config: EngineConfig | None = None, **serial_kw):
     ``config`` None reads the board's configuration from the board;
     ``serial_kw`` go to :class:`~sw.backends.serial.SerialBackend`. A
     simulated board (``sim:``) is slow: the timeout defaults to 2 s and a
-    ``WAIT`` to 20,000 cycles.
+    ``WAIT`` to 20,000 cycles. A USB port (``usb``) keeps the backend's defaults.
     """
     from .serial import SerialBackend
 
     opened = open_port(port)
-    if opened is not port:
+    if isinstance(port, str) and port.startswith("sim:"):
         serial_kw.setdefault("timeout", 2.0)
         serial_kw.setdefault("wait_cycles", 20_000)
     try:

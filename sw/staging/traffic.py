@@ -32,6 +32,14 @@ class Traffic:
         """Link time at ``baud`` (8N1: 10 bits a byte), stop-and-wait: each frame also waits ``turnaround_s``."""
         return (self.wire_up + self.wire_down) * 10 / baud + self.frames * turnaround_s
 
+    def usb_seconds(self, clk_hz: float, turnaround_s: float = 0.0) -> float:
+        """Link time over the USB link at a ``sync`` clock of ``clk_hz`` (:func:`hw.link.usb.usb_rates`:
+        requests and answers at their own rates), stop-and-wait with ``turnaround_s`` a frame."""
+        from hw.link.usb import usb_rates
+
+        up, down = usb_rates(clk_hz)
+        return self.wire_up / up + self.wire_down / down + self.frames * turnaround_s
+
 
 def traffic(plan: StagingPlan, *, waits_per_group: int = 1) -> Traffic:
     """The link traffic of a plan, from the protocol's frame sizes."""
