@@ -33,11 +33,11 @@ closes at 57 MHz, docs/BOARDS.md); a slower engine clock would need an asynchron
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.bus import MemPortSignature
+from hw.bus import MemPortSignature, mem_request_layout
 
 __all__ = ["NativePortSignature", "DramPort", "OutputStage", "WideDramPort", "dram_port"]
 
@@ -219,11 +219,12 @@ class WideDramPort(wiring.Component):
     its lane and queued for ``rsp`` in request order. ``rdata_ready`` is always high: a read is accepted
     only while fewer than ``max_reads`` answers are owed, and the answer queue holds ``max_reads``.
 
-    The command and the write data leave through :class:`OutputStage` s, so LiteDRAM's ``cmd_ready`` and
-    ``wdata_ready`` load a few flip-flops each; ``mem.req.ready`` depends on registers only.
+    The request enters and the command and the write data leave through :class:`OutputStage` s, so
+    LiteDRAM's ``cmd_ready`` and ``wdata_ready`` load a few flip-flops each and ``mem.req.ready`` is a
+    register's (the arbiter's grant does not chain into this block).
 
-    Timing: a request accepted in cycle t has its command valid from cycle t + 2 (the queue, the stage);
-    throughput one request a cycle.
+    Timing: a request accepted in cycle t has its command valid from cycle t + 3 (the input stage, the
+    queue, the output stage); throughput one request a cycle.
 
     Parameters
     ----------
@@ -276,16 +277,25 @@ class WideDramPort(wiring.Component):
         m.submodules.lane_q = lane_q = SyncFIFOBuffered(width=lb, depth=self.max_reads)
         m.submodules.answers = answers = SyncFIFOBuffered(width=wbits, depth=self.max_reads)
 
+        # The request enters through an OutputStage too: mem.req.ready is a register's, so the arbiter's
+        # grant logic does not chain into this block's queue levels (the ECPIX-5 build with seed 2 failed
+        # at 71.5 MHz on engine request -> arbiter -> port ready -> link bridge).
+        layout = mem_request_layout(self.word_bytes, self.addr_bits)
+        m.submodules.req_in = req_in = OutputStage(layout.size)
+        m.d.comb += [req_in.i.valid.eq(req.valid), req_in.i.payload.eq(req.payload), req.ready.eq(req_in.i.ready)]
+        head = data.View(layout, req_in.o.payload)
+        head_addr, head_write, head_data = head.addr, head.write, head.data
+
         owed = Signal(range(self.max_reads + 1))     # reads accepted, answers not yet taken by rsp
-        lane = req.payload.addr[:lb]
-        write = req.payload.write
-        take = req.valid & req.ready
+        lane = head_addr[:lb]
+        write = head_write
+        take = req_in.o.valid & req_in.o.ready
         m.d.comb += [
-            req.ready.eq(cmd_q.w_rdy & Mux(write, wr_q.w_rdy, lane_q.w_rdy & (owed < self.max_reads))),
+            req_in.o.ready.eq(cmd_q.w_rdy & wr_q.w_rdy & lane_q.w_rdy & (owed < self.max_reads)),
             cmd_q.w_en.eq(take),
-            cmd_q.w_data.eq(Cat(write, (self.base + (req.payload.addr >> lb))[:na])),
+            cmd_q.w_data.eq(Cat(write, (self.base + (head_addr >> lb))[:na])),
             wr_q.w_en.eq(take & write),
-            wr_q.w_data.eq(Cat(req.payload.data, lane)),
+            wr_q.w_data.eq(Cat(head_data, lane)),
             lane_q.w_en.eq(take & ~write),
             lane_q.w_data.eq(lane),
             # The queues into the output stages, the stages onto the native port.
