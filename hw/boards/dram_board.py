@@ -65,7 +65,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.arbiter import MemArbiter
-from hw.boards.top import board_link, drive_board_pins
+from hw.boards.top import LINK_MEMBERS, board_link, drive_board_pins
 from hw.bus import CsrSignature
 from hw.dram_port import dram_port
 from hw.engine import Engine
@@ -377,21 +377,13 @@ class DramRegisters(wiring.Component):
             m.d.sync += [run_words.eq(run_words + self.link_word), run_bytes.eq(run_bytes + self.link_byte)]
         with m.If(csr.r_stb):
             m.d.sync += [mine.eq(ours), value.eq(0)]
+            readable = {DramReg.DRAM_INIT: self.init_status | (INIT_MAGIC << 16), DramReg.PROG_HASH_LO: hash_lo,
+                        DramReg.PROG_HASH_HI: hash_hi, DramReg.RUN_LINK_WORDS: run_words,
+                        DramReg.RUN_LINK_BYTES: run_bytes, DramReg.DRAM_RDLY: rdly, DramReg.DRAM_LEVEL: level}
             with m.Switch(csr.addr):
-                with m.Case(DramReg.DRAM_INIT):
-                    m.d.sync += value.eq(self.init_status | (INIT_MAGIC << 16))
-                with m.Case(DramReg.PROG_HASH_LO):
-                    m.d.sync += value.eq(hash_lo)
-                with m.Case(DramReg.PROG_HASH_HI):
-                    m.d.sync += value.eq(hash_hi)
-                with m.Case(DramReg.RUN_LINK_WORDS):
-                    m.d.sync += value.eq(run_words)
-                with m.Case(DramReg.RUN_LINK_BYTES):
-                    m.d.sync += value.eq(run_bytes)
-                with m.Case(DramReg.DRAM_RDLY):
-                    m.d.sync += value.eq(rdly)
-                with m.Case(DramReg.DRAM_LEVEL):
-                    m.d.sync += value.eq(level)
+                for reg, source in readable.items():
+                    with m.Case(reg):
+                        m.d.sync += value.eq(source)
         m.d.sync += self.rdly_start.eq(0)
         with m.If(csr.w_stb), m.Switch(csr.addr):
             with m.Case(DramReg.PROG_HASH_LO):
@@ -418,9 +410,6 @@ PADS = {
                        "ddram_ras_n": "ras", "ddram_we_n": "we", "ddram_dm": "dm", "ddram_dq": "dq",
                        "ddram_odt": "odt", "ddram_dqs_p": "dqs.p", "ddram_clk_p": "clk.p"}),
 }
-
-#: The link's members the core uses itself; any other member (``rx``, ``tx``) becomes the core's.
-LINK_MEMBERS = ("csr", "mem", "active", "errors", "rx_byte")
 
 
 class DramBoardCore(wiring.Component):
@@ -601,7 +590,7 @@ class DramBoardCore(wiring.Component):
         wiring.connect(m, regs.engine, engine.csr)
         bus = self._ctrl_bus(m, init, regs)
         self._core(m, platform, port.native, bus, init.init_done, init.init_error)
-        drive_board_pins(m, self, link, engine, pins=self.link_pins)
+        drive_board_pins(m, self, link, engine)
         m.d.comb += [regs.init_status.eq(init.status), regs.busy.eq(self.busy), regs.link_byte.eq(link.rx_byte),
                      regs.link_word.eq(link.mem.req.valid & link.mem.req.ready & link.mem.req.payload.write)]
         m.d.comb += self.dram_ready.eq(init.init_done)

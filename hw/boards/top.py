@@ -33,7 +33,7 @@ from . import BoardSpec
 from .memory import OnChipMemory
 from .pll import BoardClock
 
-__all__ = ["BoardCore", "BoardTop", "board_link", "link_has_pins", "drive_board_pins"]
+__all__ = ["BoardCore", "BoardTop", "LINK_MEMBERS", "board_link", "link_has_pins", "drive_board_pins"]
 
 
 def board_link(spec: "BoardSpec", *, frame_timeout: int, divisor: int | None = None, write_pix: bool = False):
@@ -49,6 +49,10 @@ def board_link(spec: "BoardSpec", *, frame_timeout: int, divisor: int | None = N
         return UsbLink(baud=USB_HS_BAUD, **bridge)
     div = spec.divisor if divisor is None else divisor
     return UARTLink(divisor=div, baud=spec.baud if divisor is None else spec.clk_hz // div, **bridge)
+
+
+#: What a board core uses of its host link; any other member of the link is a pin (the UART's ``rx``, ``tx``).
+LINK_MEMBERS = ("csr", "mem", "active", "errors", "rx_byte")
 
 
 def link_has_pins(link) -> bool:
@@ -121,17 +125,17 @@ class BoardCore(wiring.Component):
 
 
 def drive_board_pins(m: Module, core, link, engine, *, pins=None) -> None:
-    """The link's ``pins`` (members of the link and the core alike; default the UART's lines when the link has
-    them, none for a USB link, which requests its PHY itself), ``irq``, ``link_active`` and ``busy`` ports of a
-    board core (``busy``, for an LED: a run in progress, from the START the link wrote to the end the engine
-    signals)."""
+    """The link's ``pins`` (members of the link and the core alike; default every member beyond
+    :data:`LINK_MEMBERS`: the UART's lines, none for a USB link, which requests its PHY itself), ``irq``,
+    ``link_active`` and ``busy`` ports of a board core (``busy``, for an LED: a run in progress, from the
+    START the link wrote to the end the engine signals)."""
     busy = Signal()
     with m.If(link.csr.w_stb & (link.csr.addr == Reg.CTRL) & link.csr.w_data[Ctrl.START.bit_length() - 1]):
         m.d.sync += busy.eq(1)
     with m.If(engine.irq):
         m.d.sync += busy.eq(0)
     if pins is None:
-        pins = ("rx", "tx") if link_has_pins(link) else ()
+        pins = [name for name in link.signature.members if name not in LINK_MEMBERS]
     for name in pins:
         if link.signature.members[name].flow == In:
             m.d.comb += getattr(link, name).eq(getattr(core, name))
